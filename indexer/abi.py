@@ -1,0 +1,305 @@
+"""ABI loading and batch log decoding (the only module that imports eth_abi / eth_utils).
+
+``load_abi_dir`` reads every ``*.json`` ABI in a protocol's folder and maps topic0 to its event;
+two versions of one event (e.g. GMX v1 ``UpdatePosition`` with 7 or 8 arguments) simply have two
+topic0s with the same name. ``decode_logs`` decodes a whole batch column by column: for events
+whose non-indexed arguments are all static, every argument is a fixed 32-byte word, so one list
+comprehension per column slices it straight out of the hex ``data`` of every log. Events with
+dynamic arguments fall back to eth_abi. A log that does not decode is returned as a failure with
+its reason (for the quarantine), never dropped and never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import eth_abi
+from eth_utils import keccak as _keccak
+
+from indexer.errors import AbiError
+
+
+def keccak(data: bytes) -> bytes:
+    return bytes(_keccak(data))
+
+
+def topic_of(signature: str) -> str:
+    return "0x" + keccak(signature.encode()).hex()
+
+
+def _canonical_type(param: dict[str, Any]) -> str:
+    t = param["type"]
+    if t.startswith("tuple"):
+        inner = ",".join(_canonical_type(c) for c in param.get("components", []))
+        return f"({inner}){t[5:]}"
+    return {"uint": "uint256", "int": "int256"}.get(t, t)
+
+
+_STATIC = {"address", "bool", "bytes32"} | {f"uint{8 * i}" for i in range(1, 33)} | {
+    f"int{8 * i}" for i in range(1, 33)}
+
+
+@dataclass(frozen=True, slots=True)
+class EventDef:
+    name: str
+    #: Canonical signature, e.g. ``UpdatePosition(bytes32,uint256,...)``.
+    signature: str
+    #: keccak256 of the signature, lower-case 0x hex.
+    topic0: str
+    #: (name, canonical type, indexed) per input, in declaration order.
+    inputs: tuple[tuple[str, str, bool], ...]
+    #: Source file the definition came from.
+    source: str
+
+    @property
+    def static(self) -> bool:
+        return all(t in _STATIC for _, t, indexed in self.inputs if not indexed)
+
+    @property
+    def data_types(self) -> list[str]:
+        return [t for _, t, indexed in self.inputs if not indexed]
+
+
+@dataclass(frozen=True, slots=True)
+class AbiEvents:
+    by_topic: dict[str, EventDef]
+    folder: str
+
+    @property
+    def names(self) -> set[str]:
+        return {e.name for e in self.by_topic.values()}
+
+    def topics_for(self, names: set[str]) -> list[str]:
+        return sorted(t for t, e in self.by_topic.items() if e.name in names)
+
+
+def load_abi_dir(folder: Path) -> AbiEvents:
+    """Load every ``*.json`` ABI file in ``folder``. Raises AbiError with file and reason."""
+    if not folder.is_dir():
+        raise AbiError(f"{folder}: ABI folder not found")
+    by_topic: dict[str, EventDef] = {}
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise AbiError(f"{folder}: no *.json ABI files")
+    for f in files:
+        try:
+            doc = json.loads(f.read_text())
+        except ValueError as e:
+            raise AbiError(f"{f}: not valid JSON ({e})") from None
+        items = doc.get("abi") if isinstance(doc, dict) else doc
+        if not isinstance(items, list):
+            raise AbiError(f"{f}: expected a JSON list of ABI entries (or an object with 'abi')")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or item.get("type") != "event":
+                continue
+            try:
+                name = item["name"]
+                inputs = tuple((p.get("name", ""), _canonical_type(p), bool(p.get("indexed")))
+                               for p in item["inputs"])
+            except (KeyError, TypeError, AttributeError) as e:
+                raise AbiError(f"{f}: entry {i}: malformed event ({e!r})") from None
+            sig = f"{name}({','.join(t for _, t, _ in inputs)})"
+            ev = EventDef(name, sig, topic_of(sig), inputs, f.name)
+            if item.get("anonymous"):
+                continue
+            by_topic[ev.topic0] = ev
+    return AbiEvents(by_topic, str(folder))
+
+
+# -- batch decoding ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EventColumns:
+    """Decoded values of one event type, column by column."""
+
+    event: EventDef
+    #: Row number of each decoded log in the batch (chain order).
+    rows: list[int] = field(default_factory=list)
+    #: Argument name -> values (ints for integers, 0x hex for address/bytes32, bool for bool).
+    fields: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Result of decoding one batch of logs."""
+
+    #: Event name -> columns. Both versions of one event name share a key when their fields do.
+    events: dict[str, list[EventColumns]]
+    #: (row, reason) for every log that could not be decoded.
+    failures: list[tuple[int, str]]
+
+
+_MASK160 = (1 << 160) - 1
+
+
+def _word_decoder(typ: str) -> Any:
+    """A function hexword -> value that raises ValueError on an out-of-range word."""
+    if typ == "address":
+        def dec(w: str) -> str:
+            if w[:24] != "0" * 24:
+                raise ValueError("address word has non-zero high bytes")
+            return "0x" + w[24:].lower()
+        return dec
+    if typ == "bool":
+        def dec_bool(w: str) -> bool:
+            v = int(w, 16)
+            if v > 1:
+                raise ValueError("bool word is neither 0 nor 1")
+            return v == 1
+        return dec_bool
+    if typ == "bytes32":
+        return lambda w: "0x" + w.lower()
+    if typ.startswith("uint"):
+        bits = int(typ[4:])
+        if bits == 256:
+            return lambda w: int(w, 16)
+
+        def dec_uint(w: str, bits: int = bits) -> int:
+            v = int(w, 16)
+            if v >> bits:
+                raise ValueError(f"value does not fit {typ}")
+            return v
+        return dec_uint
+    if typ.startswith("int"):
+        bits = int(typ[3:])
+
+        def dec_int(w: str, bits: int = bits) -> int:
+            v = int(w, 16)
+            if v >> 255:
+                v -= 1 << 256
+            if not -(1 << (bits - 1)) <= v < (1 << (bits - 1)):
+                raise ValueError(f"value does not fit {typ}")
+            return v
+        return dec_int
+    raise AssertionError(typ)
+
+
+def _decode_static(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int],
+                   failures: list[tuple[int, str]]) -> EventColumns:
+    n_topics = 1 + sum(1 for _, _, ix in ev.inputs if ix)
+    n_words = len(ev.data_types)
+    want = 2 + 64 * n_words
+    good: list[int] = []
+    datas: list[str] = []
+    topics: list[list[str]] = []
+    for r in rows:
+        log = logs[r]
+        d, tps = log["data"], log["topics"]
+        if len(d) != want:
+            failures.append((r, f"{ev.name}: data is {(len(d) - 2) // 2} bytes, "
+                                f"{ev.signature} needs {n_words * 32}"))
+        elif len(tps) != n_topics:
+            failures.append((r, f"{ev.name}: {len(tps)} topics, {ev.signature} needs {n_topics}"))
+        else:
+            good.append(r)
+            datas.append(d)
+            topics.append(tps)
+    cols = EventColumns(ev, good, {})
+    word, topic = 0, 1
+    bad: dict[int, str] = {}
+    for name, typ, indexed in ev.inputs:
+        dec = _word_decoder(typ)
+        if indexed:
+            src, off = [t[topic][2:] for t in topics], 0
+            topic += 1
+        else:
+            off = 2 + 64 * word
+            src = [d[off:off + 64] for d in datas]
+            word += 1
+        try:
+            cols.fields[name] = [dec(w) for w in src]
+        except ValueError:  # rare: find the offending rows one by one
+            values = []
+            for i, w in enumerate(src):
+                try:
+                    values.append(dec(w))
+                except ValueError as e:
+                    bad.setdefault(i, f"{ev.name}.{name}: {e}")
+                    values.append(None)
+            cols.fields[name] = values
+    if bad:
+        keep = [i for i in range(len(good)) if i not in bad]
+        failures.extend((good[i], reason) for i, reason in bad.items())
+        cols.rows = [good[i] for i in keep]
+        cols.fields = {k: [v[i] for i in keep] for k, v in cols.fields.items()}
+    return cols
+
+
+def _decode_dynamic(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int],
+                    failures: list[tuple[int, str]]) -> EventColumns:
+    cols = EventColumns(ev, [], {name: [] for name, _, _ in ev.inputs})
+    data_names = [n for n, _, ix in ev.inputs if not ix]
+    idx_inputs = [(n, t) for n, t, ix in ev.inputs if ix]
+    for r in rows:
+        log = logs[r]
+        try:
+            values = eth_abi.decode(ev.data_types, bytes.fromhex(log["data"][2:]), strict=True)
+            if len(log["topics"]) != 1 + len(idx_inputs):
+                raise ValueError(f"{len(log['topics'])} topics, needs {1 + len(idx_inputs)}")
+            decoded = dict(zip(data_names, values, strict=True))
+            for (n, t), tp in zip(idx_inputs, log["topics"][1:], strict=True):
+                decoded[n] = _word_decoder(t)(tp[2:]) if t in _STATIC else tp
+        except Exception as e:  # noqa: BLE001 - eth_abi raises many types; all mean "undecodable"
+            failures.append((r, f"{ev.name}: {type(e).__name__}: {e}"))
+            continue
+        cols.rows.append(r)
+        for name in cols.fields:
+            cols.fields[name].append(decoded[name])
+    return cols
+
+
+def decode_logs(logs: Sequence[dict[str, Any]], abi: AbiEvents) -> Decoded:
+    """Decode a batch of raw logs (as eth_getLogs returns them) grouped by event, in columns."""
+    by_topic: dict[str, list[int]] = {}
+    failures: list[tuple[int, str]] = []
+    for i, log in enumerate(logs):
+        tps = log.get("topics") or []
+        t0 = tps[0].lower() if tps else ""
+        if t0 in abi.by_topic:
+            by_topic.setdefault(t0, []).append(i)
+        else:
+            failures.append((i, f"unknown topic0 {t0 or '(none)'} for the ABI in {abi.folder}"))
+    events: dict[str, list[EventColumns]] = {}
+    for t0, rows in by_topic.items():
+        ev = abi.by_topic[t0]
+        decode = _decode_static if ev.static else _decode_dynamic
+        events.setdefault(ev.name, []).append(decode(ev, logs, rows, failures))
+    return Decoded(events, sorted(failures))
+
+
+# -- encoding helpers for the dev chain and tests ----------------------------------------------
+
+
+def selector(signature: str) -> str:
+    return "0x" + keccak(signature.encode())[:4].hex()
+
+
+def encode_call(signature: str, args: Sequence[Any]) -> str:
+    """Calldata for ``name(type,...)`` with ``args``, as 0x hex."""
+    types = signature[signature.index("(") + 1:-1]
+    types_list = [t for t in _split_types(types)]
+    return selector(signature) + eth_abi.encode(types_list, list(args)).hex()
+
+
+def decode_values(types: Sequence[str], data_hex: str) -> tuple[Any, ...]:
+    return tuple(eth_abi.decode(list(types), bytes.fromhex(data_hex[2:])))
+
+
+def _split_types(types: str) -> list[str]:
+    out, depth, cur = [], 0, ""
+    for ch in types:
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    if cur:
+        out.append(cur)
+    return out

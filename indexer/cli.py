@@ -1,0 +1,313 @@
+"""Command line: ``perp-indexer demo | backfill | sync | query | status``.
+
+The composition root: the only place that builds config, RPC clients and the store, and the only
+place that turns errors into exit codes (0 ok, 2 usage/config, 1 anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from indexer import __version__
+from indexer.config import Config, load_config
+from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError
+from indexer.pipeline import Plan, RangeResult, build_plan
+from indexer.rpc import Rpc
+from indexer.store import Store, open_reader
+from indexer.sync import backfill, sync
+
+logger = logging.getLogger("indexer")
+err = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="%H:%M:%S", handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event; the loops finish or abandon the current range atomically."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logger.info("received %s: finishing the current range, then stopping",
+                    signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _rpcs(cfg: Config, plans: list[Plan]) -> dict[str, Rpc]:
+    out = {}
+    for plan in plans:
+        c = plan.chain
+        if c.name not in out:
+            out[c.name] = Rpc(c.rpc_urls, c.request_timeout, c.max_attempts)
+    return out
+
+
+def _plans(cfg: Config, only: str | None = None) -> list[Plan]:
+    protos = [cfg.protocol(only)] if only else list(cfg.protocols)
+    return [build_plan(cfg, p) for p in protos]
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    plans = _plans(cfg, args.protocol)
+    rpcs = _rpcs(cfg, plans)
+    store = Store(cfg.database)
+    last_snapshot = [time.monotonic()]
+    try:
+        with _stop_on_signals() as stop, Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("blocks  {task.fields[logs]} logs  {task.fields[rate]} logs/s"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=err, disable=args.no_progress) as progress:
+            for plan in plans:
+                task = progress.add_task(plan.proto.name, total=None, logs=0, rate="-")
+                started = time.monotonic()
+                totals = {"logs": 0, "changes": 0, "quarantined": 0}
+
+                def on_plan(lo: int, hi: int, task: Any = task) -> None:
+                    progress.update(task, total=max(hi - lo + 1, 0), completed=0)
+
+                def on_range(plan: Plan, r: RangeResult, task: Any = task,
+                             started: float = started, totals: dict[str, int] = totals) -> None:
+                    totals["logs"] += r.logs
+                    totals["changes"] += r.changes
+                    totals["quarantined"] += r.quarantined
+                    rate = totals["logs"] / max(time.monotonic() - started, 1e-6)
+                    progress.update(task, advance=r.hi - r.lo + 1, logs=totals["logs"],
+                                    rate=f"{rate:,.0f}")
+                    if time.monotonic() - last_snapshot[0] > cfg.snapshot_interval:
+                        store.publish_snapshot(cfg.snapshot_path)
+                        last_snapshot[0] = time.monotonic()
+
+                done, hi = backfill(plan, rpcs[plan.chain.name], store, args.from_block,
+                                    args.to_block, cfg.file, stop, on_range, on_plan)
+                logger.info("%s: indexed up to block %d of %d: %d logs, %d position changes, "
+                            "%d quarantined, %.1fs", plan.proto.name, done, hi, totals["logs"],
+                            totals["changes"], totals["quarantined"], time.monotonic() - started)
+                if stop.is_set():
+                    logger.info("stopped by signal; resume with the same command")
+                    break
+        store.publish_snapshot(cfg.snapshot_path)
+    finally:
+        store.close()
+        for r in rpcs.values():
+            r.close()
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    plans = _plans(cfg)
+    rpcs = _rpcs(cfg, plans)
+    store = Store(cfg.database)
+    last = [0.0]
+
+    def snapshot() -> None:
+        if time.monotonic() - last[0] >= cfg.snapshot_interval:
+            store.publish_snapshot(cfg.snapshot_path)
+            last[0] = time.monotonic()
+
+    def on_range(plan: Plan, r: RangeResult) -> None:
+        logger.info("%s blocks %d-%d: %d logs, %d changes%s", plan.proto.name, r.lo, r.hi,
+                    r.logs, r.changes, f", {r.quarantined} quarantined" if r.quarantined else "")
+
+    try:
+        with _stop_on_signals() as stop:
+            logger.info("sync started: %s", ", ".join(
+                f"{p.proto.name} on {p.chain.name} via {rpcs[p.chain.name].endpoint}"
+                for p in plans))
+            sync(plans, rpcs, store, args.until, args.once, cfg.file, stop, snapshot, on_range)
+        last[0] = 0.0
+        snapshot()
+    finally:
+        store.close()
+        for r in rpcs.values():
+            r.close()
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f").rstrip("0")
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, out: Any = None) -> None:
+    out = out or sys.stdout
+    if fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(columns)
+        w.writerows([[_fmt(v) for v in row] for row in rows])
+    elif fmt == "json":
+        for row in rows:
+            out.write(json.dumps({c: (_fmt(v) if isinstance(v, Decimal) or not isinstance(
+                v, (int, float, bool, str, type(None))) else v) for c, v in zip(columns, row,
+                                                                              strict=True)}) + "\n")
+    else:
+        table = Table(*columns, show_lines=False)
+        for row in rows:
+            table.add_row(*[_fmt(v) for v in row])
+        Console(file=out, width=max(120, Console().width)).print(table)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    store, note = open_reader(cfg.database, cfg.snapshot_path)
+    try:
+        if note:
+            err.print(f"[dim]{note}[/dim]")
+        columns, rows = store.query(args.sql)
+        print_rows(columns, rows, args.format)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    table = Table("protocol", "chain", "rpc", "start", "checkpoint", "head", "lag", "changes",
+                  "open positions", "quarantined", "last error")
+    stats: dict[str, tuple[Any, ...]] = {}
+    note = None
+    if cfg.database.exists():
+        store, note = open_reader(cfg.database, cfg.snapshot_path)
+        try:
+            _, rows = store.query("""
+                SELECT c.source, c.start_block, c.block_number, c.last_error,
+                  (SELECT count(*) FROM position_changes p WHERE p.source = c.source),
+                  (SELECT count(*) FROM positions p WHERE p.source = c.source AND status = 'open'),
+                  (SELECT count(*) FROM quarantine q WHERE q.source = c.source)
+                FROM checkpoints c""")
+            stats = {r[0]: r[1:] for r in rows}
+        finally:
+            store.close()
+    heads: dict[str, Any] = {}
+    for proto in cfg.protocols:
+        chain = cfg.chains[proto.chain]
+        if chain.name not in heads:
+            rpc = Rpc(chain.rpc_urls, timeout=min(chain.request_timeout, 5.0), max_attempts=1)
+            try:
+                heads[chain.name] = rpc.fetch_head()
+            except IndexerError as e:
+                heads[chain.name] = f"unreachable ({type(e).__name__})"
+            finally:
+                rpc.close()
+        head = heads[chain.name]
+        start, cp, last_error, changes, open_pos, quarantined = stats.get(
+            proto.name, (proto.start_block, None, None, 0, 0, 0))
+        lag = head - cp if isinstance(head, int) and cp is not None else ""
+        table.add_row(proto.name, f"{chain.name} ({chain.chain_id})",
+                      Rpc(chain.rpc_urls).endpoint, str(start), _fmt(cp), _fmt(head), _fmt(lag),
+                      str(changes), str(open_pos), str(quarantined), last_error or "")
+    if note:
+        err.print(f"[dim]{note}[/dim]")
+    Console(width=max(160, Console().width)).print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from indexer.devnet.demo import run_demo  # imported lazily: needs node tooling
+
+    return run_demo(duration=args.duration, traders=args.traders, headless=args.no_ui)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perp-indexer", description=(
+        "Index perp-protocol positions from EVM logs into DuckDB: positions, open interest, "
+        "skew and whale concentration in SQL."))
+    p.add_argument("--version", action="version", version=f"perp-indexer {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="local anvil chain + simulated GMX-v1-style trading, indexed "
+                                    "live with a terminal view (no network, no config)")
+    d.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    d.add_argument("--traders", type=int, default=30, help="simulated wallets (default 30)")
+    d.add_argument("--no-ui", action="store_true", help="log instead of the live view")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("sync", help="daemon: catch up, then follow the chain head")
+    s.add_argument("--config", required=True)
+    s.add_argument("--until", type=int, default=None, help="stop once this block is indexed")
+    s.add_argument("--once", action="store_true", help="catch up once and exit")
+    s.set_defaults(func=cmd_sync)
+
+    b = sub.add_parser("backfill", help="historical load of a block range (resumable)")
+    b.add_argument("--config", required=True)
+    b.add_argument("--from", dest="from_block", type=int, default=None)
+    b.add_argument("--to", dest="to_block", type=int, default=None)
+    b.add_argument("--protocol", default=None, help="only this protocol entry (its name)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_backfill)
+
+    q = sub.add_parser("query", help="run SQL (works while sync runs, on its snapshot)")
+    q.add_argument("--config", required=True)
+    q.add_argument("sql")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.set_defaults(func=cmd_query)
+
+    st = sub.add_parser("status", help="checkpoint, head, lag and counts per protocol")
+    st.add_argument("--config", required=True)
+    st.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except (ConfigError, AbiError, ChainMismatch) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except IndexerError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Load and validate the YAML config (design.md section 3) into frozen objects.
+
+Every problem raises :class:`ConfigError` naming the file, the key path, the bad value and what
+was expected. ``${VAR}`` and ``${VAR:-default}`` in string values expand from the environment.
+Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from indexer.errors import MISSING, ConfigError, redact_url
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    name: str
+    chain_id: int
+    #: One or more JSON-RPC endpoints, tried in order (may carry API keys: never print them raw).
+    rpc_urls: tuple[str, ...]
+    #: Blocks behind the head that backfill stays (the reorg buffer).
+    confirmations: int
+    #: Use the node's ``finalized`` tag as the safe head where the node has one.
+    use_finalized_tag: bool
+    #: Largest eth_getLogs range in blocks; the scanner shrinks below it on provider errors.
+    max_block_range: int
+    #: Seconds before an RPC request times out.
+    request_timeout: float
+    #: Attempts per RPC request before giving up (first try included).
+    max_attempts: int
+    #: Seconds between head polls in ``sync``.
+    poll_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContractConfig:
+    role: str
+    #: Lower-case 0x address.
+    address: str
+    start_block: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolConfig:
+    #: Unique label of this deployment (e.g. ``gmx_v1_arbitrum``).
+    name: str
+    #: Adapter module name under ``indexer.adapters``.
+    adapter: str
+    chain: str
+    contracts: tuple[ContractConfig, ...]
+    #: Folder of ABI JSON files (default ``abis/<adapter>``).
+    abi_dir: Path
+
+    @property
+    def start_block(self) -> int:
+        return min(c.start_block for c in self.contracts)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    file: str
+    database: Path
+    chains: dict[str, ChainConfig]
+    protocols: tuple[ProtocolConfig, ...]
+    #: Seconds between read-only snapshots published for readers while a writer runs.
+    snapshot_interval: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def protocol(self, name: str) -> ProtocolConfig:
+        for p in self.protocols:
+            if p.name == name:
+                return p
+        raise ConfigError(self.file, "--protocol", name,
+                          "one of " + ", ".join(p.name for p in self.protocols))
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.database.with_name(self.database.stem + ".snapshot" + self.database.suffix)
+
+
+def expand_env(text: str, file: str, key: str) -> str:
+    """Expand ``${VAR}`` / ``${VAR:-default}``; an unset variable without default is an error."""
+
+    def repl(m: re.Match[str]) -> str:
+        var, default = m.group(1), m.group(2)
+        value = os.environ.get(var)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(file, key, m.group(0),
+                                  f"environment variable {var} to be set (or ${{{var}:-default}})")
+            return default
+        return value
+
+    return _VAR.sub(repl, text)
+
+
+class _Reader:
+    """Walks a mapping, checking types and rejecting unknown keys, with key paths in errors."""
+
+    def __init__(self, file: str, data: Any, path: str) -> None:
+        self.file, self.path = file, path
+        if not isinstance(data, dict):
+            raise ConfigError(file, path or "(top level)", data, "a mapping of keys to values")
+        self.data = data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def raw(self, name: str, default: Any = MISSING) -> Any:
+        self.used.add(name)
+        value = self.data.get(name, MISSING)
+        if value is MISSING or value is None:
+            if default is MISSING:
+                raise ConfigError(self.file, self.key(name), MISSING, "a value (required key)")
+            return default
+        if isinstance(value, str):
+            value = expand_env(value, self.file, self.key(name))
+        return value
+
+    def str(self, name: str, default: Any = MISSING, pattern: re.Pattern[str] | None = None,
+            expected: str = "a string") -> Any:
+        value = self.raw(name, default)
+        if value is default and default is not MISSING:
+            return value
+        if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
+            raise ConfigError(self.file, self.key(name), value, expected)
+        return value
+
+    def int(self, name: str, default: Any = MISSING, minimum: int = 0) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(self.file, self.key(name), value, f"an integer >= {minimum}")
+        return value
+
+    def float(self, name: str, default: Any = MISSING, minimum: float = 0.0) -> float:
+        value = self.raw(name, default)
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number <= minimum:
+            raise ConfigError(self.file, self.key(name), value, f"a number > {minimum:g}")
+        return number
+
+    def bool(self, name: str, default: Any = MISSING) -> bool:
+        value = self.raw(name, default)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(self.file, self.key(name), value, "true or false")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.used)
+        if unknown:
+            raise ConfigError(self.file, self.key(unknown[0]), self.data[unknown[0]],
+                              "no such key; known keys here: " + ", ".join(sorted(self.used)))
+
+
+_CHAIN_KEYS = ("chain_id", "rpc_url", "confirmations", "use_finalized_tag", "max_block_range",
+               "request_timeout", "max_attempts", "poll_interval")
+
+
+def _load_chain(file: str, name: str, data: Any) -> ChainConfig:
+    r = _Reader(file, data, f"chains.{name}")
+    r.used.update(_CHAIN_KEYS)
+    urls_raw = r.raw("rpc_url")
+    urls_list = urls_raw if isinstance(urls_raw, list) else [urls_raw]
+    urls = []
+    for i, u in enumerate(urls_list):
+        key = r.key("rpc_url") + (f"[{i}]" if isinstance(urls_raw, list) else "")
+        u = expand_env(u, file, key) if isinstance(u, str) else u
+        if not isinstance(u, str) or not re.match(r"^https?://\S+$", u):
+            raise ConfigError(file, key, redact_url(u) if isinstance(u, str) else u,
+                              "an http(s):// JSON-RPC URL (or a list of them)")
+        urls.append(u)
+    cfg = ChainConfig(
+        name=name,
+        chain_id=r.int("chain_id", minimum=1),
+        rpc_urls=tuple(urls),
+        confirmations=r.int("confirmations", 64),
+        use_finalized_tag=r.bool("use_finalized_tag", False),
+        max_block_range=r.int("max_block_range", 10_000, minimum=1),
+        request_timeout=r.float("request_timeout", 30.0),
+        max_attempts=r.int("max_attempts", 5, minimum=1),
+        poll_interval=r.float("poll_interval", 2.0),
+    )
+    r.done()
+    return cfg
+
+
+def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, ChainConfig]
+                   ) -> ProtocolConfig:
+    r = _Reader(file, data, f"protocols[{i}]")
+    name = r.str("name", pattern=_NAME, expected="a lower-case label like gmx_v1_arbitrum")
+    adapter = r.str("adapter", pattern=_NAME, expected="an adapter name like gmx_v1")
+    chain = r.str("chain")
+    if chain not in chains:
+        raise ConfigError(file, r.key("chain"), chain,
+                          "one of the chains defined under chains: " + ", ".join(chains))
+    c = _Reader(file, r.raw("contracts"), r.key("contracts"))
+    contracts = []
+    for role in list(c.data):
+        cr = _Reader(file, c.raw(role), c.key(str(role)))
+        address = cr.str("address", pattern=_ADDRESS, expected="a 0x-prefixed 20-byte hex address")
+        contracts.append(ContractConfig(str(role), address.lower(), cr.int("start_block")))
+        cr.done()
+    if not contracts:
+        raise ConfigError(file, r.key("contracts"), {}, "at least one contract role")
+    abi = r.str("abi_dir", None)
+    abi_dir = (base / abi) if abi else REPO_ROOT / "abis" / adapter
+    r.done()
+    return ProtocolConfig(name, adapter, chain, tuple(contracts), abi_dir.resolve())
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, expand and validate a config file. Raises ConfigError."""
+    p = Path(path)
+    file = str(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(file, "(file)", file, "an existing YAML config file") from None
+    except OSError as e:
+        raise ConfigError(file, "(file)", file, f"a readable file ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(parse)"
+        raise ConfigError(file, where, getattr(e, "problem", str(e)), "valid YAML") from None
+    r = _Reader(file, data, "")
+    base = p.resolve().parent
+    db = Path(r.str("database", "data/perps.duckdb"))
+    chains_r = _Reader(file, r.raw("chains"), "chains")
+    chains = {str(n): _load_chain(file, str(n), chains_r.raw(str(n))) for n in list(chains_r.data)}
+    if not chains:
+        raise ConfigError(file, "chains", {}, "at least one chain")
+    protos_raw = r.raw("protocols")
+    if not isinstance(protos_raw, list) or not protos_raw:
+        raise ConfigError(file, "protocols", protos_raw, "a non-empty list of protocol entries")
+    protocols = tuple(_load_protocol(file, base, i, d, chains) for i, d in enumerate(protos_raw))
+    seen: set[str] = set()
+    for i, proto in enumerate(protocols):
+        if proto.name in seen:
+            raise ConfigError(file, f"protocols[{i}].name", proto.name, "a unique name")
+        seen.add(proto.name)
+    snapshot_interval = r.float("snapshot_interval", 10.0)
+    r.done()
+    return Config(file=file, database=(base / db) if not db.is_absolute() else db, chains=chains,
+                  protocols=protocols, snapshot_interval=snapshot_interval)

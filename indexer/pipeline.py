@@ -1,0 +1,152 @@
+"""One block range of one protocol, from the node to the store: fetch -> decode -> adapt -> store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from indexer import adapters
+from indexer.abi import AbiEvents, decode_logs, load_abi_dir
+from indexer.adapters.base import AdapterContext
+from indexer.config import ChainConfig, Config, ProtocolConfig
+from indexer.errors import AbiError, RangeTooLarge, RpcError
+from indexer.rpc import Rpc
+from indexer.scanner import RangeSizer
+from indexer.store import RangeRows, Store
+from indexer.types import LogMeta
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to scan for one protocol entry, resolved once at start-up."""
+
+    proto: ProtocolConfig
+    chain: ChainConfig
+    adapter: ModuleType
+    abi: AbiEvents
+    addresses: list[str]
+    #: eth_getLogs topics filter: [[topic0 of every handled event version]].
+    topics: list[Any]
+    sizer: RangeSizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sizer = RangeSizer(self.chain.max_block_range)
+
+
+def build_plan(cfg: Config, proto: ProtocolConfig) -> Plan:
+    """Resolve adapter, ABI and filters; config and ABI problems raise ConfigError / AbiError."""
+    index = cfg.protocols.index(proto)
+    adapter = adapters.load(proto.adapter, cfg.file, f"protocols[{index}].adapter")
+    adapters.check_roles(adapter, [c.role for c in proto.contracts], cfg.file,
+                         f"protocols[{index}].contracts")
+    try:
+        abi = load_abi_dir(proto.abi_dir)
+    except AbiError as e:
+        raise AbiError(f"{cfg.file}: protocols[{index}] ({proto.name}): {e}") from None
+    adapters.check_events(adapter, abi.names, str(proto.abi_dir))
+    topics = [abi.topics_for(set(adapter.EVENTS))]
+    return Plan(proto, cfg.chains[proto.chain], adapter, abi,
+                [c.address for c in proto.contracts], topics)
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    lo: int
+    hi: int
+    logs: int
+    changes: int
+    quarantined: int
+
+
+def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Fetch logs from ``lo`` up to at most ``limit``, shrinking the range on provider caps.
+
+    Returns the end block actually covered (whole blocks only) and its logs, in chain order.
+    """
+    while True:
+        hi = plan.sizer.end_for(lo, limit)
+        try:
+            logs = rpc.fetch_logs(plan.addresses, plan.topics, lo, hi)
+        except RangeTooLarge as e:
+            plan.sizer.shrink(e, hi - lo + 1)
+            continue
+        plan.sizer.succeeded()
+        break
+    kept = []
+    for log in logs:
+        if log.get("removed"):
+            continue
+        n = int(log["blockNumber"], 16)
+        if not lo <= n <= hi or log["address"].lower() not in plan.addresses:
+            raise RpcError("eth_getLogs", None, f"node returned a log outside the filter "
+                                                f"(block {n}, address {log['address']})")
+        kept.append(log)
+    kept.sort(key=lambda lg: (int(lg["blockNumber"], 16), int(lg["logIndex"], 16)))
+    return hi, kept
+
+
+def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]]) -> RangeRows:
+    """Decode and adapt one range's logs (fetching what the adapter needs), ready to store."""
+    meta = LogMeta.from_logs(logs)
+    missing = sorted({meta.block_number[i] for i, t in enumerate(meta.block_time) if t < 0})
+    if missing:  # some nodes leave blockTimestamp out of logs
+        times = {int(b["number"], 16): int(b["timestamp"], 16) for b in rpc.fetch_blocks(missing)}
+        meta.block_time = [t if t >= 0 else times[b]
+                           for t, b in zip(meta.block_time, meta.block_number, strict=True)]
+    decoded = decode_logs(logs, plan.abi)
+    needed = plan.adapter.transactions_needed(decoded, meta)
+    txs = rpc.fetch_transactions(needed) if needed else {}
+    ctx = AdapterContext(plan.chain.chain_id, {c.role: c.address for c in plan.proto.contracts}, txs)
+    out = plan.adapter.to_changes(decoded, meta, ctx)
+    ch = out.changes
+    rows = ch.row
+    changes: dict[str, list[Any]] = {
+        "block_number": [meta.block_number[r] for r in rows],
+        "block_time": [meta.block_time[r] for r in rows],
+        "tx_hash": [meta.tx_hash[r] for r in rows],
+        "log_index": [meta.log_index[r] for r in rows],
+    }
+    for name in ("position_key", "account", "market", "collateral_token", "is_long", "kind",
+                 "size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
+                 "realized_pnl", "entry_price"):
+        changes[name] = getattr(ch, name)
+    f = out.funding
+    funding = {"block_number": [meta.block_number[r] for r in f.row],
+               "block_time": [meta.block_time[r] for r in f.row],
+               "log_index": [meta.log_index[r] for r in f.row], "market": f.market, "rate": f.rate}
+    quarantine = [(meta.block_number[r], meta.tx_hash[r], meta.log_index[r], meta.address[r],
+                   logs[r]["topics"], logs[r]["data"], reason)
+                  for r, reason in sorted(decoded.failures + out.rejected)]
+    for q in quarantine:
+        logger.warning("quarantined log %s#%s: %s", q[1], q[2], q[6])
+    return RangeRows(plan.chain.chain_id, plan.proto.adapter, plan.proto.name,
+                     plan.adapter.USD_DECIMALS, changes, funding, quarantine, [])
+
+
+def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start_block: int,
+                  headers: dict[int, dict[str, Any]] | None = None) -> RangeResult:
+    """Index [lo, hi] (hi <= limit, chosen by the adaptive sizer) and commit it with its checkpoint.
+
+    ``headers`` (sync at the tip) are the block headers of the range; their hashes are kept for
+    reorg detection and every log must agree with them.
+    """
+    hi, logs = fetch_logs(plan, rpc, lo, limit)
+    rows = to_range_rows(plan, rpc, logs)
+    if headers is not None:
+        for log in logs:
+            n = int(log["blockNumber"], 16)
+            if n in headers and headers[n]["hash"] != log["blockHash"]:
+                raise RpcError("eth_getLogs", None, f"log of block {n} has hash {log['blockHash']}"
+                               f" but the header is {headers[n]['hash']} (reorg during fetch)")
+        rows.blocks = [(n, h["hash"], h["parentHash"], int(h["timestamp"], 16))
+                       for n, h in sorted(headers.items()) if lo <= n <= hi]
+        end = headers[hi]
+    else:
+        end = rpc.fetch_block(hi)
+        rows.blocks = [(hi, end["hash"], end["parentHash"], int(end["timestamp"], 16))]
+    written = store.commit_range(rows, lo, hi, end["hash"], start_block)
+    return RangeResult(lo, hi, len(logs), written, len(rows.quarantine))

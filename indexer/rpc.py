@@ -1,0 +1,239 @@
+"""JSON-RPC over HTTP: the only module that talks to nodes (and the only httpx importer).
+
+Retries transient failures (transport errors, timeouts, HTTP 429/5xx, garbled bodies) with
+exponential backoff and jitter, honouring ``Retry-After``; fails over to the next configured URL
+when one keeps failing. Provider errors that mean "this eth_getLogs range is too large / returns
+too many results" become :class:`RangeTooLarge` with the provider's suggested size, so the
+scanner can shrink. URLs only ever appear redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import tenacity
+
+from indexer.errors import RangeTooLarge, RpcError, RpcUnavailable, redact_url
+
+logger = logging.getLogger(__name__)
+
+#: Messages by which providers say a getLogs range or its result count is too large.
+_RANGE_PATTERNS = re.compile(
+    r"block range|range too large|range is too large|too many blocks|exceed(?:s|ed)? (?:the )?"
+    r"(?:max(?:imum)?|limit)|query returned more than|more than \d+ results|response size|"
+    r"limited to a \d+|too many (?:logs|results)|result window|query timeout|log response size",
+    re.IGNORECASE,
+)
+_HEX_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
+_MAX_NUMBER = re.compile(
+    r"(?:max(?:imum)?(?: block)?(?: range)?(?: is| of|:)?|limited to a|up to a)\s*(\d+)\s*(k?)",
+    re.IGNORECASE,
+)
+_RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying on the same endpoint."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def parse_range_error(code: int | None, message: str, data: Any) -> RangeTooLarge | None:
+    """Recognise a provider's range/result-cap error; return it with a suggested block count."""
+    if not _RANGE_PATTERNS.search(message or ""):
+        return None
+    suggested: int | None = None
+    m = _HEX_RANGE.search(message)
+    if m:
+        suggested = int(m.group(2), 16) - int(m.group(1), 16) + 1
+    elif isinstance(data, dict) and "from" in data and "to" in data:
+        try:
+            suggested = int(str(data["to"]), 0) - int(str(data["from"]), 0) + 1
+        except ValueError:
+            suggested = None
+    elif "result" not in message.lower():
+        n = _MAX_NUMBER.search(message)
+        if n:
+            suggested = int(n.group(1)) * (1000 if n.group(2).lower() == "k" else 1)
+    return RangeTooLarge(f"provider refused the range: {message}",
+                         suggested if suggested and suggested > 0 else None)
+
+
+def _wait(retry_state: tenacity.RetryCallState) -> float:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    backoff = tenacity.wait_exponential_jitter(initial=0.25, max=15.0)(retry_state)
+    if isinstance(exc, _Transient) and exc.retry_after is not None:
+        return max(min(exc.retry_after, 60.0), backoff)
+    return backoff
+
+
+class Rpc:
+    """A JSON-RPC client for one chain. Thread-safe for sequential use from several threads."""
+
+    def __init__(self, urls: Sequence[str], timeout: float = 30.0, max_attempts: int = 5) -> None:
+        if not urls:
+            raise ValueError("at least one RPC URL is needed")
+        self.urls = list(urls)
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self._active = 0
+        self._ids = 0
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=timeout, headers={"Content-Type": "application/json"})
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use, redacted."""
+        return redact_url(self.urls[self._active])
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _post_once(self, url: str, body: bytes) -> Any:
+        try:
+            resp = self._client.post(url, content=body)
+        except httpx.TimeoutException as e:
+            raise _Transient(f"timeout after {self.timeout:g}s ({type(e).__name__})") from None
+        except httpx.TransportError as e:
+            raise _Transient(f"{type(e).__name__}: {e}") from None
+        if resp.status_code in _RETRYABLE_HTTP:
+            ra = resp.headers.get("Retry-After")
+            retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
+            raise _Transient(f"HTTP {resp.status_code}", retry_after)
+        if resp.status_code >= 400:
+            raise RpcError("http", resp.status_code, f"HTTP {resp.status_code} from {redact_url(url)}")
+        try:
+            return json.loads(resp.content)
+        except ValueError:
+            raise _Transient(f"invalid JSON body ({len(resp.content)} bytes)") from None
+
+    def _post(self, payload: Any, what: str) -> Any:
+        body = json.dumps(payload).encode()
+        last: Exception | None = None
+        for shift in range(len(self.urls)):
+            index = (self._active + shift) % len(self.urls)
+            url = self.urls[index]
+            retrying = tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(self.max_attempts),
+                wait=_wait,
+                retry=tenacity.retry_if_exception_type(_Transient),
+                reraise=True,
+                before_sleep=lambda rs, url=url: logger.warning(
+                    "rpc retry %s on %s: %s (attempt %d)", what, redact_url(url),
+                    rs.outcome.exception() if rs.outcome else "?", rs.attempt_number),
+            )
+            try:
+                result = retrying(self._post_once, url, body)
+            except _Transient as e:
+                last = e
+                logger.error("rpc endpoint %s failed for %s: %s", redact_url(url), what, e)
+                continue
+            if index != self._active:
+                logger.warning("rpc failover to %s", redact_url(url))
+                self._active = index
+            return result
+        shown = ", ".join(redact_url(u) for u in self.urls)
+        raise RpcUnavailable(f"cannot reach RPC {shown} for {what} after "
+                             f"{self.max_attempts} attempts each: {last}")
+
+    def _next_id(self) -> int:
+        with self._lock:
+            self._ids += 1
+            return self._ids
+
+    @staticmethod
+    def _check(method: str, reply: Any) -> Any:
+        if not isinstance(reply, dict):
+            raise RpcError(method, None, f"malformed reply {str(reply)[:200]}")
+        err = reply.get("error")
+        if err is not None:
+            code = err.get("code") if isinstance(err, dict) else None
+            message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
+            data = err.get("data") if isinstance(err, dict) else None
+            if method == "eth_getLogs":
+                ranged = parse_range_error(code, message, data)
+                if ranged is not None:
+                    raise ranged
+            raise RpcError(method, code, message)
+        if "result" not in reply:
+            raise RpcError(method, None, f"reply without result: {str(reply)[:200]}")
+        return reply["result"]
+
+    # -- public calls --------------------------------------------------------------------------
+
+    def call(self, method: str, params: list[Any] | None = None) -> Any:
+        payload = {"jsonrpc": "2.0", "id": self._next_id(), "method": method, "params": params or []}
+        return self._check(method, self._post(payload, method))
+
+    def batch(self, calls: Sequence[tuple[str, list[Any]]], chunk: int = 100) -> list[Any]:
+        """Send calls as JSON-RPC batches of at most ``chunk``; results in call order."""
+        results: list[Any] = []
+        for start in range(0, len(calls), chunk):
+            part = calls[start:start + chunk]
+            first = self._next_id()
+            with self._lock:
+                self._ids += len(part)
+            payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
+                       for i, (m, p) in enumerate(part)]
+            reply = self._post(payload, f"batch of {len(part)} {part[0][0]}")
+            if isinstance(reply, dict):  # the whole batch was refused
+                self._check(part[0][0], reply)
+                raise RpcError(part[0][0], None, "batch answered with a single object")
+            by_id = {r.get("id"): r for r in reply if isinstance(r, dict)}
+            for i, (method, _) in enumerate(part):
+                if first + i not in by_id:
+                    raise RpcError(method, None, "batch reply lacks an answer")
+                results.append(self._check(method, by_id[first + i]))
+        return results
+
+    def fetch_chain_id(self) -> int:
+        return int(self.call("eth_chainId"), 16)
+
+    def fetch_head(self, tag: str = "latest") -> int:
+        if tag == "latest":
+            return int(self.call("eth_blockNumber"), 16)
+        block = self.call("eth_getBlockByNumber", [tag, False])
+        if block is None:
+            raise RpcError("eth_getBlockByNumber", None, f"node has no {tag!r} block")
+        return int(block["number"], 16)
+
+    def fetch_block(self, number: int) -> dict[str, Any]:
+        block = self.call("eth_getBlockByNumber", [hex(number), False])
+        if block is None:
+            raise RpcError("eth_getBlockByNumber", None, f"block {number} not found")
+        return block  # type: ignore[no-any-return]
+
+    def fetch_blocks(self, numbers: Sequence[int]) -> list[dict[str, Any]]:
+        blocks = self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        for n, b in zip(numbers, blocks, strict=True):
+            if b is None:
+                raise RpcError("eth_getBlockByNumber", None, f"block {n} not found")
+        return blocks
+
+    def fetch_logs(self, addresses: Sequence[str], topics: list[Any], lo: int, hi: int
+                   ) -> list[dict[str, Any]]:
+        flt = {"address": list(addresses), "topics": topics, "fromBlock": hex(lo), "toBlock": hex(hi)}
+        result = self.call("eth_getLogs", [flt])
+        if not isinstance(result, list):
+            raise RpcError("eth_getLogs", None, f"expected a list of logs, got {type(result).__name__}")
+        return result
+
+    def fetch_transactions(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Transactions by hash; a missing one is an error (never silently skipped)."""
+        txs = self.batch([("eth_getTransactionByHash", [h]) for h in hashes])
+        out = {}
+        for h, tx in zip(hashes, txs, strict=True):
+            if tx is None:
+                raise RpcError("eth_getTransactionByHash", None, f"transaction {h} not found")
+            out[h] = tx
+        return out

@@ -1,0 +1,96 @@
+-- perp-indexer schema. USD amounts are exact DECIMAL(38,18); *_raw columns keep the protocol's own
+-- integers (e.g. USD x 1e30 for GMX) exactly as BIGNUM. Addresses and hashes are lower-case 0x hex.
+
+CREATE TABLE IF NOT EXISTS position_changes (
+    chain_id             BIGINT NOT NULL,
+    protocol             VARCHAR NOT NULL,   -- adapter name, e.g. gmx_v1
+    source               VARCHAR NOT NULL,   -- config entry name, e.g. gmx_v1_arbitrum
+    block_number         BIGINT NOT NULL,
+    block_time           TIMESTAMP,          -- UTC
+    tx_hash              VARCHAR NOT NULL,
+    log_index            INTEGER NOT NULL,   -- of the event the change is keyed by
+    position_key         VARCHAR NOT NULL,
+    account              VARCHAR NOT NULL,
+    market               VARCHAR NOT NULL,
+    collateral_token     VARCHAR NOT NULL,
+    is_long              BOOLEAN NOT NULL,
+    kind                 VARCHAR NOT NULL,   -- increase | decrease | close | liquidation
+    size_delta_usd       DECIMAL(38,18) NOT NULL,  -- signed
+    collateral_delta_usd DECIMAL(38,18) NOT NULL,  -- signed, as the protocol reports it
+    size_after_usd       DECIMAL(38,18) NOT NULL,
+    collateral_after_usd DECIMAL(38,18) NOT NULL,
+    price_usd            DECIMAL(38,18) NOT NULL,  -- USD per whole index token
+    fee_usd              DECIMAL(38,18) NOT NULL,
+    realized_pnl_usd     DECIMAL(38,18) NOT NULL,  -- position's realised PnL after the change
+    entry_price_usd      DECIMAL(38,18) NOT NULL,  -- average entry price after (0 once closed)
+    size_delta_raw       BIGNUM NOT NULL,
+    size_after_raw       BIGNUM NOT NULL,
+    collateral_after_raw BIGNUM NOT NULL,
+    entry_price_raw      BIGNUM NOT NULL,
+    usd_decimals         TINYINT NOT NULL    -- scale of the *_raw USD columns
+);
+
+CREATE TABLE IF NOT EXISTS positions (
+    chain_id          BIGINT NOT NULL,
+    protocol          VARCHAR NOT NULL,
+    source            VARCHAR NOT NULL,
+    position_key      VARCHAR NOT NULL,
+    account           VARCHAR NOT NULL,
+    market            VARCHAR NOT NULL,
+    collateral_token  VARCHAR NOT NULL,
+    is_long           BOOLEAN NOT NULL,
+    size_usd          DECIMAL(38,18) NOT NULL,
+    collateral_usd    DECIMAL(38,18) NOT NULL,
+    entry_price_usd   DECIMAL(38,18) NOT NULL,
+    status            VARCHAR NOT NULL,        -- open | closed | liquidated
+    opened_block      BIGINT,                  -- block of the latest opening of this key
+    updated_block     BIGINT NOT NULL,
+    realized_pnl_usd  DECIMAL(38,18) NOT NULL,
+    size_raw          BIGNUM NOT NULL,
+    collateral_raw    BIGNUM NOT NULL,
+    entry_price_raw   BIGNUM NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS funding_updates (
+    chain_id      BIGINT NOT NULL,
+    protocol      VARCHAR NOT NULL,
+    source        VARCHAR NOT NULL,
+    block_number  BIGINT NOT NULL,
+    block_time    TIMESTAMP,
+    log_index     INTEGER NOT NULL,
+    market        VARCHAR NOT NULL,
+    rate_raw      BIGNUM NOT NULL               -- cumulative funding rate, protocol units
+);
+
+CREATE TABLE IF NOT EXISTS checkpoints (
+    chain_id      BIGINT NOT NULL,
+    source        VARCHAR NOT NULL PRIMARY KEY,
+    protocol      VARCHAR NOT NULL,
+    start_block   BIGINT NOT NULL,              -- first block of the indexed (contiguous) range
+    block_number  BIGINT NOT NULL,              -- everything up to and including this is stored
+    block_hash    VARCHAR NOT NULL,
+    updated_at    TIMESTAMP NOT NULL,
+    last_error    VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS blocks (
+    chain_id      BIGINT NOT NULL,
+    number        BIGINT NOT NULL,
+    hash          VARCHAR NOT NULL,
+    parent_hash   VARCHAR NOT NULL,
+    timestamp     BIGINT NOT NULL,
+    PRIMARY KEY (chain_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS quarantine (
+    chain_id      BIGINT NOT NULL,
+    source        VARCHAR NOT NULL,
+    block_number  BIGINT NOT NULL,
+    tx_hash       VARCHAR,
+    log_index     INTEGER,
+    address       VARCHAR,
+    topics        VARCHAR[],
+    data          VARCHAR,
+    reason        VARCHAR NOT NULL,
+    quarantined_at TIMESTAMP NOT NULL
+);

@@ -1,0 +1,325 @@
+"""DuckDB storage: the only module that imports duckdb (and pyarrow).
+
+Invariants:
+
+* The ledger rows, quarantined logs, funding updates, block hashes and checkpoint of one block range
+  are written in ONE transaction (:meth:`Store.commit_range`). A crash leaves all of it or none.
+* Re-committing a range first deletes what that source stored in the range, so replays are
+  idempotent: rows are identified by (chain_id, source, block_number, log_index).
+* ``positions`` is derived from ``position_changes`` (the last change of each key carries the
+  full state after it) and is refreshed in the same transaction for the keys the range touched.
+* One process writes the file; readers of a live database use the snapshot the writer publishes
+  (:meth:`publish_snapshot`), see :func:`open_reader`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from indexer.errors import StoreError
+
+_DEC_LIMIT = 10**38  # DECIMAL(38, 18) holds |x| < 1e20 USD
+
+
+def to_decimal18(raw: int, decimals: int) -> str | None:
+    """``raw / 10**decimals`` as an exact decimal string with 18 decimals, truncated toward
+    zero (the digits past 1e-18 USD are kept in the *_raw columns). None when it does not fit
+    DECIMAL(38,18)."""
+    if decimals >= 18:
+        q = abs(raw) // 10 ** (decimals - 18)
+    else:
+        q = abs(raw) * 10 ** (18 - decimals)
+    if q >= _DEC_LIMIT:
+        return None
+    sign = "-" if raw < 0 and q else ""
+    return f"{sign}{q // 10**18}.{q % 10**18:018d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    source: str
+    start_block: int
+    block_number: int
+    block_hash: str
+
+
+@dataclass(slots=True)
+class RangeRows:
+    """Everything one block range of one source produced, ready to store."""
+
+    chain_id: int
+    protocol: str
+    source: str
+    usd_decimals: int
+    #: Ledger columns: see ``_CHANGE_COLUMNS``; amounts as raw ints.
+    changes: dict[str, list[Any]]
+    #: Funding rows: block_number, block_time, log_index, market, rate.
+    funding: dict[str, list[Any]]
+    #: Quarantine rows: block_number, tx_hash, log_index, address, topics, data, reason.
+    quarantine: list[tuple[Any, ...]]
+    #: Block headers to keep: (number, hash, parent_hash, timestamp).
+    blocks: list[tuple[int, str, str, int]]
+
+
+_USD_COLUMNS = ("size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
+                "realized_pnl", "entry_price")
+_RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price")
+
+_POSITIONS_SELECT = """
+SELECT chain_id, protocol, source, position_key,
+       arg_max(account, o), arg_max(market, o), arg_max(collateral_token, o), arg_max(is_long, o),
+       arg_max(size_after_usd, o), arg_max(collateral_after_usd, o), arg_max(entry_price_usd, o),
+       CASE arg_max(kind, o) WHEN 'liquidation' THEN 'liquidated' WHEN 'close' THEN 'closed'
+            ELSE 'open' END,
+       max(block_number) FILTER (WHERE kind = 'increase' AND size_after_raw = size_delta_raw)
+           AS opened_block,
+       max(block_number),
+       arg_max(realized_pnl_usd, o),
+       arg_max(size_after_raw, o), arg_max(collateral_after_raw, o), arg_max(entry_price_raw, o)
+FROM (SELECT *, block_number * 1000000 + log_index AS o FROM position_changes WHERE {where})
+GROUP BY chain_id, protocol, source, position_key
+"""
+
+
+def _sql(name: str) -> str:
+    return resources.files("indexer").joinpath("sql", name).read_text()
+
+
+class Store:
+    """The writer's connection to a DuckDB file (or a read-only one, see :func:`open_reader`)."""
+
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreError(
+                    f"{self.path}: the database is in use by another writing process (a running "
+                    "sync/backfill/demo); stop it first, or query its snapshot with "
+                    "`perp-indexer query`") from None
+            raise StoreError(f"{self.path}: cannot open database: {e}") from None
+        self.read_only = read_only
+        if not read_only:
+            self.con.execute(_sql("schema.sql"))
+            self.con.execute(_sql("views.sql"))
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            cur = self.con.execute(sql, params or [])
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {e}") from None
+        if cur.description is None:
+            return [], []
+        return [d[0] for d in cur.description], cur.fetchall()
+
+    def load_checkpoint(self, source: str) -> Checkpoint | None:
+        row = self.con.execute(
+            "SELECT source, start_block, block_number, block_hash FROM checkpoints WHERE source = ?",
+            [source]).fetchone()
+        return Checkpoint(*row) if row else None
+
+    def load_block_hash(self, chain_id: int, number: int) -> str | None:
+        row = self.con.execute("SELECT hash FROM blocks WHERE chain_id = ? AND number = ?",
+                               [chain_id, number]).fetchone()
+        return row[0] if row else None
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def commit_range(self, rows: RangeRows, lo: int, hi: int, hi_hash: str, start_block: int) -> int:
+        """Store one range [lo, hi] of one source and move its checkpoint to ``hi``, atomically.
+
+        Returns the number of ledger rows written. Rows whose amounts do not fit DECIMAL(38,18)
+        go to the quarantine with the reason instead of failing the range.
+        """
+        changes, overflow = self._changes_table(rows)
+        quarantine = list(rows.quarantine) + overflow
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            replaced = con.execute(
+                "SELECT DISTINCT position_key FROM position_changes "
+                "WHERE source = ? AND block_number BETWEEN ? AND ?", [rows.source, lo, hi]).fetchall()
+            for table in ("position_changes", "funding_updates", "quarantine"):
+                con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number BETWEEN ? AND ?",
+                            [rows.source, lo, hi])
+            if changes.num_rows:
+                con.register("batch_changes", changes)
+                con.execute(self._insert_changes_sql(), {
+                    "chain_id": rows.chain_id, "protocol": rows.protocol, "source": rows.source,
+                    "usd_decimals": rows.usd_decimals})
+                con.unregister("batch_changes")
+            self._insert_funding(rows)
+            if quarantine:
+                con.executemany(
+                    "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                    [(rows.chain_id, rows.source, *q) for q in quarantine])
+            if rows.blocks:
+                con.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
+                                [(rows.chain_id, *b) for b in rows.blocks])
+            if replaced:
+                keys = [k for (k,) in replaced]
+                self._refresh_positions_full(rows.source, keys, changes)
+            elif changes.num_rows:
+                self._refresh_positions_incremental(rows.source, lo, hi)
+            con.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, NULL)",
+                [rows.chain_id, rows.source, rows.protocol, start_block, hi, hi_hash])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return changes.num_rows
+
+    def _changes_table(self, rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
+        c, d = rows.changes, rows.usd_decimals
+        n = len(c["position_key"])
+        usd = {name: [to_decimal18(v, d) for v in c[name]] for name in _USD_COLUMNS}
+        bad = sorted({i for col in usd.values() for i, v in enumerate(col) if v is None})
+        overflow = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
+                     f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
+                     "DECIMAL(38,18) USD") for i in bad]
+        keep = [i for i in range(n) if i not in set(bad)] if bad else None
+
+        def col(values: list[Any]) -> list[Any]:
+            return values if keep is None else [values[i] for i in keep]
+
+        data: dict[str, Any] = {
+            name: col(c[name]) for name in ("block_number", "block_time", "tx_hash", "log_index",
+                                            "position_key", "account", "market",
+                                            "collateral_token", "is_long", "kind")}
+        for name in _USD_COLUMNS:
+            data[f"{name}_usd"] = col(usd[name])
+        for name in _RAW_COLUMNS:
+            data[f"{name}_raw"] = col([str(v) for v in c[name]])
+        return pa.table(data), overflow
+
+    @staticmethod
+    def _insert_changes_sql() -> str:
+        usd = ", ".join(f"CAST({n}_usd AS DECIMAL(38,18))" for n in _USD_COLUMNS)
+        raw = ", ".join(f"CAST({n}_raw AS BIGNUM)" for n in _RAW_COLUMNS)
+        return (
+            "INSERT INTO position_changes SELECT $chain_id, $protocol, $source, block_number, "
+            "CASE WHEN block_time >= 0 THEN make_timestamp(block_time * 1000000) END, tx_hash, "
+            "log_index, position_key, account, market, collateral_token, is_long, kind, "
+            f"{usd}, {raw}, $usd_decimals FROM batch_changes ORDER BY block_number, log_index"
+        )
+
+    def _insert_funding(self, rows: RangeRows) -> None:
+        f = rows.funding
+        if not f["market"]:
+            return
+        table = pa.table({"block_number": f["block_number"], "block_time": f["block_time"],
+                          "log_index": f["log_index"], "market": f["market"],
+                          "rate": [str(r) for r in f["rate"]]})
+        self.con.register("batch_funding", table)
+        self.con.execute(
+            "INSERT INTO funding_updates SELECT ?, ?, ?, block_number, CASE WHEN block_time >= 0 "
+            "THEN make_timestamp(block_time * 1000000) END, log_index, market, CAST(rate AS BIGNUM) "
+            "FROM batch_funding", [rows.chain_id, rows.protocol, rows.source])
+        self.con.unregister("batch_funding")
+
+    def _refresh_positions_incremental(self, source: str, lo: int, hi: int) -> None:
+        """Fold the range's changes into positions; only ``opened_block`` needs the old row."""
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE new_positions AS " + _POSITIONS_SELECT.format(
+            where="source = $source AND block_number BETWEEN $lo AND $hi"),
+            {"source": source, "lo": lo, "hi": hi})
+        con.execute("UPDATE new_positions n SET opened_block = p.opened_block FROM positions p "
+                    "WHERE n.opened_block IS NULL AND p.source = n.source "
+                    "AND p.position_key = n.position_key")
+        con.execute("DELETE FROM positions p USING new_positions n "
+                    "WHERE p.source = n.source AND p.position_key = n.position_key")
+        con.execute("INSERT INTO positions SELECT * FROM new_positions")
+        con.execute("DROP TABLE new_positions")
+
+    def _refresh_positions_full(self, source: str, keys: list[str], changes: pa.Table) -> None:
+        """Recompute positions of ``keys`` (and of the new range's keys) from the whole ledger."""
+        all_keys = sorted(set(keys) | set(changes.column("position_key").to_pylist()
+                                          if changes.num_rows else []))
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE touched_keys (position_key VARCHAR)")
+        con.executemany("INSERT INTO touched_keys VALUES (?)", [(k,) for k in all_keys])
+        con.execute("DELETE FROM positions WHERE source = ? AND position_key IN "
+                    "(SELECT position_key FROM touched_keys)", [source])
+        con.execute("INSERT INTO positions " + _POSITIONS_SELECT.format(
+            where="source = $source AND position_key IN (SELECT position_key FROM touched_keys)"),
+            {"source": source})
+        con.execute("DROP TABLE touched_keys")
+
+    def rollback_to(self, source: str, chain_id: int, block: int, block_hash: str) -> int:
+        """Delete everything ``source`` stored above ``block`` and rewind its checkpoint there."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            keys = [k for (k,) in con.execute(
+                "SELECT DISTINCT position_key FROM position_changes WHERE source = ? "
+                "AND block_number > ?", [source, block]).fetchall()]
+            deleted = con.execute("SELECT count(*) FROM position_changes WHERE source = ? AND "
+                                  "block_number > ?", [source, block]).fetchone()[0]
+            for table in ("position_changes", "funding_updates", "quarantine"):
+                con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number > ?",
+                            [source, block])
+            con.execute("DELETE FROM blocks WHERE chain_id = ? AND number > ?", [chain_id, block])
+            self._refresh_positions_full(source, keys, pa.table({"position_key": pa.array([], pa.string())}))
+            con.execute("UPDATE checkpoints SET block_number = ?, block_hash = ?, "
+                        "updated_at = now()::TIMESTAMP WHERE source = ?", [block, block_hash, source])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return int(deleted)
+
+    def record_error(self, source: str, message: str) -> None:
+        self.con.execute("UPDATE checkpoints SET last_error = ? WHERE source = ?",
+                         [message[:500], source])
+
+    def prune_blocks(self, chain_id: int, keep_above: int) -> None:
+        self.con.execute("DELETE FROM blocks WHERE chain_id = ? AND number < ?",
+                         [chain_id, keep_above])
+
+    def publish_snapshot(self, dest: Path) -> float:
+        """Copy a consistent image of the database to ``dest`` for readers; returns seconds."""
+        started = time.monotonic()
+        self.con.execute("CHECKPOINT")
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.copyfile(self.path, tmp)
+        os.replace(tmp, dest)
+        return time.monotonic() - started
+
+
+def open_reader(database: Path, snapshot: Path) -> tuple[Store, str | None]:
+    """Open the database read-only; while a writer holds it, open the writer's snapshot.
+
+    Returns the store and, when the snapshot was used, a note saying how old it is.
+    """
+    if not database.exists():
+        raise StoreError(f"{database}: no database yet; run `perp-indexer backfill` or `sync` first")
+    try:
+        return Store(database, read_only=True), None
+    except StoreError as e:
+        if "in use" not in str(e):
+            raise
+    if not snapshot.exists():
+        raise StoreError(f"{database} is held by a running writer and it has not published a "
+                         f"snapshot yet ({snapshot}); try again in a few seconds")
+    age = time.time() - snapshot.stat().st_mtime
+    return Store(snapshot, read_only=True), (
+        f"note: {database.name} is being written by a running sync; reading its snapshot "
+        f"from {age:.0f}s ago")

@@ -1,0 +1,92 @@
+"""Plain data carried between stages. Columns are parallel lists: one entry per row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(slots=True)
+class LogMeta:
+    """Chain coordinates of each log of a batch, by row (chain order)."""
+
+    block_number: list[int]
+    block_hash: list[str]
+    #: Unix seconds of the block, or -1 where the node left ``blockTimestamp`` out.
+    block_time: list[int]
+    tx_hash: list[str]
+    log_index: list[int]
+    address: list[str]
+
+    @classmethod
+    def from_logs(cls, logs: list[dict[str, Any]]) -> LogMeta:
+        return cls(
+            block_number=[int(lg["blockNumber"], 16) for lg in logs],
+            block_hash=[lg["blockHash"] for lg in logs],
+            block_time=[int(lg["blockTimestamp"], 16) if lg.get("blockTimestamp") else -1
+                        for lg in logs],
+            tx_hash=[lg["transactionHash"] for lg in logs],
+            log_index=[int(lg["logIndex"], 16) for lg in logs],
+            address=[lg["address"].lower() for lg in logs],
+        )
+
+
+@dataclass(slots=True)
+class ChangeColumns:
+    """Normalized position changes, raw integer amounts in the adapter's own units.
+
+    USD amounts are integers scaled by ``10**usd_decimals`` (the adapter declares it); the
+    store turns them into exact DECIMAL(38,18) and keeps the raw integers for exactness.
+    """
+
+    #: Row in the batch of the log the change is keyed by (its log_index is the row's).
+    row: list[int] = field(default_factory=list)
+    position_key: list[str] = field(default_factory=list)
+    account: list[str] = field(default_factory=list)
+    #: The protocol's market id (GMX v1: index token).
+    market: list[str] = field(default_factory=list)
+    collateral_token: list[str] = field(default_factory=list)
+    is_long: list[bool] = field(default_factory=list)
+    #: 'increase' | 'decrease' | 'close' | 'liquidation'.
+    kind: list[str] = field(default_factory=list)
+    #: Signed change of size, raw USD.
+    size_delta: list[int] = field(default_factory=list)
+    #: Signed collateral moved in or out as the protocol reports it, raw USD.
+    collateral_delta: list[int] = field(default_factory=list)
+    #: Position size after the change (0 once closed), raw USD.
+    size_after: list[int] = field(default_factory=list)
+    #: Collateral after the change, raw USD.
+    collateral_after: list[int] = field(default_factory=list)
+    #: Execution / mark price of the change, raw USD per whole index token.
+    price: list[int] = field(default_factory=list)
+    #: Fee charged by this change, raw USD.
+    fee: list[int] = field(default_factory=list)
+    #: The position's realised PnL as the protocol tracks it after the change, raw USD (signed).
+    realized_pnl: list[int] = field(default_factory=list)
+    #: Average entry price after the change (0 once closed), raw USD per whole index token.
+    entry_price: list[int] = field(default_factory=list)
+
+    def append(self, **values: Any) -> None:
+        for f in fields(self):
+            getattr(self, f.name).append(values[f.name])
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+@dataclass(slots=True)
+class FundingColumns:
+    """Funding-rate updates (protocol units), by row."""
+
+    row: list[int] = field(default_factory=list)
+    market: list[str] = field(default_factory=list)
+    #: Cumulative funding rate as the protocol reports it (GMX v1: 1e6 precision).
+    rate: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AdapterOutput:
+    changes: ChangeColumns
+    funding: FundingColumns
+    #: (row, reason) of logs that decoded but make no sense to the adapter.
+    rejected: list[tuple[int, str]]
