@@ -1,0 +1,110 @@
+"""Shared fixtures: a replay node serving the shared recordings, config files, CLI runner."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from indexer.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("PERP_SHARED_DIR", ROOT.parent / "shared")).resolve()
+REPLAY_NODE = SHARED / "tools" / "replay_node.py"
+GMX_V1_DATA = SHARED / "data" / "gmx_v1_devnet"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_rpc(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                                      "params": []}, timeout=2)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"node at {url} did not come up")
+
+
+class ReplayNode:
+    def __init__(self, data: Path, prefix: str, *extra: str) -> None:
+        if not REPLAY_NODE.exists():
+            raise RuntimeError(f"{REPLAY_NODE} is missing: tests need ../shared next to the repo "
+                               "(or PERP_SHARED_DIR)")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPLAY_NODE), "--data", str(data), "--prefix", prefix,
+             "--port", str(self.port), *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_rpc(self.url)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def replay_factory() -> Iterator[object]:
+    nodes: list[ReplayNode] = []
+
+    def start(*extra: str, data: Path = GMX_V1_DATA, prefix: str = "gmx_v1") -> ReplayNode:
+        node = ReplayNode(data, prefix, *extra)
+        nodes.append(node)
+        return node
+
+    yield start
+    for n in nodes:
+        n.stop()
+
+
+@pytest.fixture(scope="session")
+def gmx_v1_truth() -> dict:
+    return json.loads((GMX_V1_DATA / "gmx_v1_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def gmx_v1_logs() -> list[dict]:
+    with gzip.open(GMX_V1_DATA / "gmx_v1_logs.jsonl.gz", "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def write_config(path: Path, rpc_url: str, vault: str, start_block: int, *,
+                 database: str = "db.duckdb", chain_id: int = 31337, **chain: object) -> Path:
+    chain_lines = "".join(f"\n    {k}: {v}" for k, v in chain.items())
+    path.write_text(f"""database: {database}
+snapshot_interval: 0.5
+chains:
+  dev:
+    chain_id: {chain_id}
+    rpc_url: "{rpc_url}"
+    confirmations: 0{chain_lines}
+protocols:
+  - name: gmx_v1_dev
+    adapter: gmx_v1
+    chain: dev
+    contracts:
+      vault: {{ address: "{vault}", start_block: {start_block} }}
+""")
+    return path
+
+
+def run_cli(*args: str) -> int:
+    return main(list(args))
