@@ -178,8 +178,14 @@ class Store:
                 self._refresh_positions_full(rows.source, keys, changes)
             elif changes.num_rows:
                 self._refresh_positions_incremental(rows.source, lo, hi)
+            # a replay of an older range never moves the checkpoint back
             con.execute(
-                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, NULL)",
+                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, NULL) "
+                "ON CONFLICT (source) DO UPDATE SET updated_at = excluded.updated_at, "
+                "last_error = NULL, start_block = least(checkpoints.start_block, "
+                "excluded.start_block), block_hash = CASE WHEN excluded.block_number >= "
+                "checkpoints.block_number THEN excluded.block_hash ELSE checkpoints.block_hash END,"
+                " block_number = greatest(checkpoints.block_number, excluded.block_number)",
                 [rows.chain_id, rows.source, rows.protocol, start_block, hi, hi_hash])
             con.execute("COMMIT")
         except BaseException:

@@ -1,0 +1,222 @@
+"""A seeded trading simulator for the GMX-v1-style test vault on anvil.
+
+Many wallets (a few whales, mid-size and many small traders) open, increase, partially decrease
+and close longs and shorts on several index tokens, move collateral in and out, while prices
+random-walk with shocks; a liquidator sweeps after every price move, which produces both kinds of
+liquidation (``LiquidatePosition``, and the vault closing an over-leveraged position itself).
+The simulator only drives the chain: what the indexer is checked against is read back from the
+vault afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from indexer.abi import encode_call
+from indexer.devnet.chain import (CONTRACTS, Anvil, call, compile_contract, deploy, send,
+                                  wait_receipt)
+from indexer.rpc import Rpc
+
+USD = 10**30
+#: symbol -> (start price in USD, shortable index token?)
+TOKENS: dict[str, tuple[int, bool]] = {"WETH": (3100, True), "WBTC": (62000, True),
+                                      "LINK": (18, True), "USDC": (1, False), "DAI": (1, False)}
+INDEX_TOKENS = ("WETH", "WBTC", "LINK")
+STABLES = ("USDC", "DAI")
+
+
+def token_address(symbol: str) -> str:
+    """A fixed fake token address per symbol (the test vault needs no ERC-20 contracts)."""
+    return "0x" + hashlib.sha256(f"perp-indexer:{symbol}".encode()).hexdigest()[:40]
+
+
+SYMBOLS = {token_address(s): s for s in TOKENS}
+
+SIG_INCREASE = "increasePosition(address,address,address,uint256,uint256,bool)"
+SIG_DECREASE = "decreasePosition(address,address,address,uint256,uint256,bool,address)"
+SIG_LIQUIDATE = "liquidatePosition(address,address,address,bool,address)"
+SIG_GET_POSITION = "getPosition(address,address,address,bool)"
+SIG_VALIDATE = "validateLiquidation(address,address,address,bool)"
+
+PositionId = tuple[str, str, str, bool]  # account, collateral token, index token, isLong
+
+
+def deploy_vault(anvil: Anvil) -> str:
+    compiled = compile_contract(CONTRACTS / "GmxV1TestVault.sol", "GmxV1TestVault")
+    return deploy(anvil.rpc, anvil.accounts[0], compiled)
+
+
+@dataclass
+class Simulator:
+    rpc: Rpc
+    vault: str
+    accounts: list[str]
+    seed: int = 7
+    traders: int = 30
+    whales: int = 3
+    stats: Counter[str] = field(default_factory=Counter)
+    ids: set[PositionId] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.gov, self.liquidator = self.accounts[0], self.accounts[1]
+        self.wallets = self.accounts[2:2 + self.traders]
+        if len(self.wallets) < self.traders:
+            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
+        self.prices = {s: p * USD for s, (p, _) in TOKENS.items()}
+        self.lock = threading.Lock()
+
+    # -- chain helpers -----------------------------------------------------------------------
+
+    def _tx(self, sender: str, data: str) -> bool:
+        receipt = send(self.rpc, sender, self.vault, data, gas=1_000_000)
+        ok = receipt["status"] == "0x1"
+        self.stats["tx_ok" if ok else "tx_reverted"] += 1
+        return ok
+
+    def setup(self) -> None:
+        self._tx(self.gov, encode_call("setLiquidator(address,bool)", [self.liquidator, True]))
+        for s in TOKENS:
+            self.set_price(s, self.prices[s])
+
+    def set_price(self, symbol: str, price: int) -> None:
+        self.prices[symbol] = price
+        self._tx(self.gov, encode_call("setPrice(address,uint256)", [token_address(symbol), price]))
+
+    def position(self, pid: PositionId) -> tuple[int, ...]:
+        from indexer.abi import decode_values
+
+        out = call(self.rpc, self.vault, SIG_GET_POSITION, list(pid))
+        return decode_values(["uint256", "uint256", "uint256", "uint256", "uint256", "uint256",
+                              "bool", "uint256"], out)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _size_for(self, wallet: str) -> int:
+        tier = self.wallets.index(wallet)
+        if tier < self.whales:
+            dollars = self.rng.randint(400_000, 6_000_000)
+        elif tier < self.whales + 7:
+            dollars = self.rng.randint(20_000, 300_000)
+        else:
+            dollars = self.rng.randint(200, 12_000)
+        return dollars * USD + self.rng.randint(0, 99) * USD // 100
+
+    def _pick_id(self) -> PositionId:
+        wallet = self.rng.choice(self.wallets)
+        index = self.rng.choice(INDEX_TOKENS)
+        is_long = self.rng.random() < 0.55
+        collateral = index if is_long else self.rng.choice(STABLES)
+        return (wallet, token_address(collateral), token_address(index), is_long)
+
+    def open_or_increase(self) -> None:
+        pid = self._pick_id()
+        size = self._size_for(pid[0])
+        leverage = self.rng.choice([2, 3, 5, 8, 10, 15, 20, 30, 40, 45])
+        collateral = size // leverage + size // 1000
+        if self._tx(pid[0], encode_call(SIG_INCREASE, [*pid[:3], collateral, size, pid[3]])):
+            self.ids.add(pid)
+            self.stats["increase"] += 1
+
+    def _open_ids(self) -> list[PositionId]:
+        return sorted(pid for pid in self.ids if self.position(pid)[0] > 0)
+
+    def collateral_deposit(self) -> None:
+        ids = self._open_ids()
+        if ids:
+            pid = self.rng.choice(ids)
+            amount = self.position(pid)[1] // self.rng.randint(3, 10) + USD
+            if self._tx(pid[0], encode_call(SIG_INCREASE, [*pid[:3], amount, 0, pid[3]])):
+                self.stats["collateral_deposit"] += 1
+
+    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
+        ids = self._open_ids()
+        if not ids:
+            return
+        pid = self.rng.choice(ids)
+        size, collateral = self.position(pid)[:2]
+        if full:
+            size_delta, coll_delta = size, 0
+        elif collateral_only:
+            size_delta, coll_delta = 0, collateral // self.rng.randint(5, 20)
+        else:
+            size_delta = size * self.rng.randint(10, 70) // 100
+            coll_delta = collateral * self.rng.randint(0, 40) // 100
+        data = encode_call(SIG_DECREASE, [*pid[:3], coll_delta, size_delta, pid[3], pid[0]])
+        if self._tx(pid[0], data):
+            self.stats["close" if full else "collateral_withdrawal" if collateral_only
+                       else "partial_decrease"] += 1
+
+    def move_price(self, shock: bool = False) -> None:
+        symbol = self.rng.choice(INDEX_TOKENS)
+        bps = self.rng.choice([-1200, -900, 700, 1000]) if shock else self.rng.randint(-250, 250)
+        self.set_price(symbol, max(self.prices[symbol] * (10_000 + bps) // 10_000, USD // 100))
+        self.liquidation_sweep()
+
+    def liquidation_sweep(self) -> None:
+        for pid in self._open_ids():
+            state = int(call(self.rpc, self.vault, SIG_VALIDATE, list(pid)), 16)
+            if state:
+                data = encode_call(SIG_LIQUIDATE, [*pid, self.liquidator])
+                if self._tx(self.liquidator, data):
+                    self.stats["liquidation_state1" if state == 1 else "liquidation_state2"] += 1
+
+    def batch_block(self) -> None:
+        """Several trades mined in one block (transactions from distinct wallets)."""
+        self.rpc.call("evm_setAutomine", [False])
+        hashes = []
+        try:
+            senders: set[str] = set()
+            for _ in range(self.rng.randint(2, 6)):
+                pid = self._pick_id()
+                if pid[0] in senders:
+                    continue
+                senders.add(pid[0])
+                size = self._size_for(pid[0])
+                data = encode_call(SIG_INCREASE, [*pid[:3], size // 10 + size // 1000, size, pid[3]])
+                hashes.append(self.rpc.call("eth_sendTransaction", [
+                    {"from": pid[0], "to": self.vault, "data": data, "gas": hex(1_000_000)}]))
+                self.ids.add(pid)
+            self.rpc.call("evm_mine", [])
+        finally:
+            self.rpc.call("evm_setAutomine", [True])
+        for h in hashes:
+            ok = wait_receipt(self.rpc, h)["status"] == "0x1"
+            self.stats["tx_ok" if ok else "tx_reverted"] += 1
+            self.stats["increase"] += ok
+        self.stats["batch_blocks"] += 1
+
+    def time_jump(self) -> None:
+        self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
+        self.rpc.call("evm_mine", [])
+
+    def step(self) -> None:
+        with self.lock:
+            r = self.rng.random()
+            if r < 0.34 or not self.ids:
+                self.open_or_increase()
+            elif r < 0.42:
+                self.collateral_deposit()
+            elif r < 0.54:
+                self.decrease()
+            elif r < 0.60:
+                self.decrease(collateral_only=True)
+            elif r < 0.70:
+                self.decrease(full=True)
+            elif r < 0.84:
+                self.move_price(shock=self.rng.random() < 0.2)
+            elif r < 0.92:
+                self.batch_block()
+            else:
+                self.time_jump()
+            self.stats["steps"] += 1
+
+    def run(self, steps: int) -> dict[str, Any]:
+        for _ in range(steps):
+            self.step()
+        return dict(self.stats)
