@@ -261,5 +261,5 @@ def load_config(path: str | Path) -> Config:
         seen.add(proto.name)
     snapshot_interval = r.float("snapshot_interval", 10.0)
     r.done()
-    return Config(file=file, database=(base / db) if not db.is_absolute() else db, chains=chains,
+    return Config(file=file, database=(base / db).resolve(), chains=chains,
                   protocols=protocols, snapshot_interval=snapshot_interval)

@@ -67,9 +67,12 @@ def parse_range_error(code: int | None, message: str, data: Any) -> RangeTooLarg
                          suggested if suggested and suggested > 0 else None)
 
 
+_BACKOFF = tenacity.wait_exponential_jitter(multiplier=0.25, max=15.0, jitter=0.5)
+
+
 def _wait(retry_state: tenacity.RetryCallState) -> float:
     exc = retry_state.outcome.exception() if retry_state.outcome else None
-    backoff = tenacity.wait_exponential_jitter(initial=0.25, max=15.0)(retry_state)
+    backoff = _BACKOFF(retry_state)
     if isinstance(exc, _Transient) and exc.retry_after is not None:
         return max(min(exc.retry_after, 60.0), backoff)
     return backoff

@@ -1,0 +1,117 @@
+"""Bad input gives a one-line clear error and the documented exit code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from indexer.config import load_config
+from indexer.errors import ConfigError
+from tests.conftest import ROOT, run_cli, write_config
+
+VAULT = "0x1f61eA50e2B7dd00A11b55Fa91137033a345Ee15"
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    return " ".join(err.split())
+
+
+def test_wrong_value_names_file_key_value_and_expectation(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
+    cfg.write_text(cfg.read_text().replace("start_block: 0", "start_block: latest"))
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 2
+    msg = error_line(capsys)
+    assert str(cfg) in msg and "protocols[0].contracts.vault.start_block" in msg
+    assert "'latest'" in msg and "an integer >= 0" in msg
+
+
+def test_unknown_key_lists_known_keys(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0, confirmatoins=3)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert "chains.dev.confirmatoins" in str(e.value) and "confirmations" in str(e.value)
+
+
+def test_bad_address_and_missing_env_var(tmp_path, monkeypatch):
+    cfg = write_config(tmp_path / "c.yaml", "${NO_SUCH_RPC_URL_VAR}", VAULT, 0)
+    monkeypatch.delenv("NO_SUCH_RPC_URL_VAR", raising=False)
+    with pytest.raises(ConfigError, match=r"chains.dev.rpc_url: got '\$\{NO_SUCH_RPC_URL_VAR\}'"):
+        load_config(cfg)
+    monkeypatch.setenv("NO_SUCH_RPC_URL_VAR", "http://127.0.0.1:9/key")
+    assert load_config(cfg).chains["dev"].rpc_urls == ("http://127.0.0.1:9/key",)
+    cfg2 = write_config(tmp_path / "d.yaml", "${UNSET_X:-http://127.0.0.1:7}", "0x12", 0)
+    with pytest.raises(ConfigError, match="vault.address: got '0x12', expected a 0x-prefixed"):
+        load_config(cfg2)
+
+
+def test_env_default_expansion(tmp_path, monkeypatch):
+    monkeypatch.delenv("UNSET_X", raising=False)
+    cfg = write_config(tmp_path / "c.yaml", "${UNSET_X:-http://127.0.0.1:7}", VAULT, 0)
+    c = load_config(cfg)
+    assert c.chains["dev"].rpc_urls == ("http://127.0.0.1:7",)
+    assert c.database == tmp_path / "db.duckdb"
+
+
+def test_unknown_adapter(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
+    cfg.write_text(cfg.read_text().replace("adapter: gmx_v1", "adapter: gmx_v9"))
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 2
+    msg = error_line(capsys)
+    assert "protocols[0].adapter: got 'gmx_v9', expected one of the adapters gmx_v1" in msg
+
+
+def test_abi_lacking_a_handled_event(tmp_path, capsys):
+    abi_dir = tmp_path / "abi"
+    abi_dir.mkdir()
+    abi = json.loads((ROOT / "abis/gmx_v1/Vault.json").read_text())
+    (abi_dir / "Vault.json").write_text(json.dumps(
+        [e for e in abi if e.get("name") != "ClosePosition"]))
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
+    cfg.write_text(cfg.read_text() + "    abi_dir: abi\n")
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 2
+    msg = error_line(capsys)
+    assert "ABI lacks event(s) ClosePosition handled by adapter gmx_v1" in msg
+
+
+def test_unreachable_rpc_is_exit_1_with_redacted_url(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", "http://user:secret@127.0.0.2:1/v2/SECRETKEY", VAULT,
+                       0, max_attempts=2, request_timeout=2)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert "cannot reach RPC http://127.0.0.2:1/***" in " ".join(err.split())
+    assert "SECRETKEY" not in err and "secret" not in err
+
+
+def test_wrong_chain_id_is_a_config_error(tmp_path, capsys, replay_factory):
+    node = replay_factory()
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, chain_id=42161)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 2
+    assert "serves chain id 31337, but chains.dev.chain_id is 42161" in error_line(capsys)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(name, monkeypatch):
+    monkeypatch.setenv("ARBITRUM_RPC_URL", "https://arb.example/v2/KEY")
+    monkeypatch.setenv("AVALANCHE_RPC_URL", "https://avax.example/ext/bc/C/rpc")
+    from indexer.pipeline import build_plan
+
+    cfg = load_config(ROOT / "configs" / name)
+    for proto in cfg.protocols:
+        plan = build_plan(cfg, proto)
+        assert plan.topics[0]
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert run_cli("status", "--config", str(tmp_path / "nope.yaml")) == 2
+    assert "expected an existing YAML config file" in error_line(capsys)
+
+
+def test_query_without_database(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
+    assert run_cli("query", "--config", str(cfg), "select 1") == 1
+    assert "no database yet" in error_line(capsys)
+    assert not shutil.which("definitely-not-a-tool")
