@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import eth_abi
 from eth_utils import keccak as _keccak
 
 from indexer.errors import AbiError
+from indexer.types import STATIC_TYPES, Decoded, EventColumns, EventDef
 
 
 def keccak(data: bytes) -> bytes:
@@ -38,30 +39,6 @@ def _canonical_type(param: dict[str, Any]) -> str:
         return f"({inner}){t[5:]}"
     return {"uint": "uint256", "int": "int256"}.get(t, t)
 
-
-_STATIC = {"address", "bool", "bytes32"} | {f"uint{8 * i}" for i in range(1, 33)} | {
-    f"int{8 * i}" for i in range(1, 33)}
-
-
-@dataclass(frozen=True, slots=True)
-class EventDef:
-    name: str
-    #: Canonical signature, e.g. ``UpdatePosition(bytes32,uint256,...)``.
-    signature: str
-    #: keccak256 of the signature, lower-case 0x hex.
-    topic0: str
-    #: (name, canonical type, indexed) per input, in declaration order.
-    inputs: tuple[tuple[str, str, bool], ...]
-    #: Source file the definition came from.
-    source: str
-
-    @property
-    def static(self) -> bool:
-        return all(t in _STATIC for _, t, indexed in self.inputs if not indexed)
-
-    @property
-    def data_types(self) -> list[str]:
-        return [t for _, t, indexed in self.inputs if not indexed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,30 +88,6 @@ def load_abi_dir(folder: Path) -> AbiEvents:
 
 
 # -- batch decoding ------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class EventColumns:
-    """Decoded values of one event type, column by column."""
-
-    event: EventDef
-    #: Row number of each decoded log in the batch (chain order).
-    rows: list[int] = field(default_factory=list)
-    #: Argument name -> values (ints for integers, 0x hex for address/bytes32, bool for bool).
-    fields: dict[str, list[Any]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Decoded:
-    """Result of decoding one batch of logs."""
-
-    #: Event name -> columns. Both versions of one event name share a key when their fields do.
-    events: dict[str, list[EventColumns]]
-    #: (row, reason) for every log that could not be decoded.
-    failures: list[tuple[int, str]]
-
-
-_MASK160 = (1 << 160) - 1
 
 
 def _word_decoder(typ: str) -> Any:
@@ -243,7 +196,7 @@ def _decode_dynamic(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int
                 raise ValueError(f"{len(log['topics'])} topics, needs {1 + len(idx_inputs)}")
             decoded = dict(zip(data_names, values, strict=True))
             for (n, t), tp in zip(idx_inputs, log["topics"][1:], strict=True):
-                decoded[n] = _word_decoder(t)(tp[2:]) if t in _STATIC else tp
+                decoded[n] = _word_decoder(t)(tp[2:]) if t in STATIC_TYPES else tp
         except Exception as e:  # noqa: BLE001 - eth_abi raises many types; all mean "undecodable"
             failures.append((r, f"{ev.name}: {type(e).__name__}: {e}"))
             continue

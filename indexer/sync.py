@@ -120,8 +120,8 @@ def sync_once(plan: Plan, rpc: Rpc, store: Store, until: int | None, file: str,
             return sync_once(plan, rpc, store, until, file, stop, on_range)
         for n in numbers[1:]:
             if headers[n]["parentHash"] != headers[n - 1]["hash"]:
-                raise_later = f"headers {n - 1}/{n} do not link (reorg while fetching); retrying"
-                logger.warning(raise_later)
+                logger.warning("headers %d/%d do not link (reorg while fetching); retrying on the "
+                               "next poll", n - 1, n)
                 return done
         result = process_range(plan, rpc, store, done + 1, hi, start_block, headers)
         done = result.hi

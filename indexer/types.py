@@ -5,6 +5,53 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+#: ABI types that occupy exactly one 32-byte word.
+STATIC_TYPES = {"address", "bool", "bytes32"} | {f"uint{8 * i}" for i in range(1, 33)} | {
+    f"int{8 * i}" for i in range(1, 33)}
+
+
+@dataclass(frozen=True, slots=True)
+class EventDef:
+    name: str
+    #: Canonical signature, e.g. ``UpdatePosition(bytes32,uint256,...)``.
+    signature: str
+    #: keccak256 of the signature, lower-case 0x hex.
+    topic0: str
+    #: (name, canonical type, indexed) per input, in declaration order.
+    inputs: tuple[tuple[str, str, bool], ...]
+    #: Source file the definition came from.
+    source: str
+
+    @property
+    def static(self) -> bool:
+        return all(t in STATIC_TYPES for _, t, indexed in self.inputs if not indexed)
+
+    @property
+    def data_types(self) -> list[str]:
+        return [t for _, t, indexed in self.inputs if not indexed]
+
+
+@dataclass(slots=True)
+class EventColumns:
+    """Decoded values of one event type, column by column."""
+
+    event: EventDef
+    #: Row number of each decoded log in the batch (chain order).
+    rows: list[int] = field(default_factory=list)
+    #: Argument name -> values (ints for integers, 0x hex for address/bytes32, bool for bool).
+    fields: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Result of decoding one batch of logs."""
+
+    #: Event name -> columns. Both versions of one event name share a key when their fields do.
+    events: dict[str, list[EventColumns]]
+    #: (row, reason) for every log that could not be decoded.
+    failures: list[tuple[int, str]]
+
+
 
 @dataclass(slots=True)
 class LogMeta:

@@ -49,7 +49,7 @@ def test_views_match_direct_computation(tmp_path):
         long_sum: dict[str, int] = {}
         short_sum: dict[str, int] = {}
         for acct, market, size, is_long in zip(c["account"], c["market"], c["size_after"],
-                                               c["is_long"]):
+                                               c["is_long"], strict=True):
             usd = Decimal(size) / Decimal(10**30)
             for m in (None, market):
                 per_acct[(m, acct)] = per_acct.get((m, acct), Decimal(0)) + usd

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexer.abi import Decoded
 from indexer.adapters.base import AdapterContext
-from indexer.types import AdapterOutput, ChangeColumns, FundingColumns, LogMeta
+from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
 
 ROLES = ("vault",)
 EVENTS = ("IncreasePosition", "DecreasePosition", "LiquidatePosition", "UpdatePosition",
