@@ -32,6 +32,14 @@ def safe_head(plan: Plan, rpc: Rpc) -> int:
     return rpc.fetch_head() - plan.chain.confirmations
 
 
+#: Fewest recent blocks whose hashes sync keeps, whatever `confirmations` says.
+MIN_REORG_WINDOW = 64
+
+
+def reorg_window(plan: Plan) -> int:
+    return max(plan.chain.confirmations, MIN_REORG_WINDOW)
+
+
 def resume_point(plan: Plan, store: Store, from_block: int | None, file: str) -> tuple[int, int]:
     """(first block to index, start_block of the contiguous indexed range)."""
     cp = store.load_checkpoint(plan.proto.name)
@@ -103,7 +111,9 @@ def sync_once(plan: Plan, rpc: Rpc, store: Store, until: int | None, file: str,
         lo, start_block = resume_point(plan, store, None, file)
     head = rpc.fetch_head()
     target = head if until is None else min(until, head)
-    safe = min(target, head - max(plan.chain.confirmations, 1))
+    # the last `window` blocks go through the tip path, which keeps every block hash: a reorg
+    # within them is rolled back; below them only range ends are kept (backfill path)
+    safe = min(target, head - reorg_window(plan))
     done = lo - 1
     if lo <= safe:
         done = run_ranges(plan, rpc, store, lo, safe, start_block, stop, on_range)
@@ -127,7 +137,7 @@ def sync_once(plan: Plan, rpc: Rpc, store: Store, until: int | None, file: str,
         done = result.hi
         if on_range:
             on_range(plan, result)
-    store.prune_blocks(plan.chain.chain_id, done - max(plan.chain.confirmations, 128) - 1)
+    store.prune_blocks(plan.chain.chain_id, done - 2 * reorg_window(plan))
     return done
 
 
