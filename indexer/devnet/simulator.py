@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.abi import encode_call
+from indexer.abi import decode_values, encode_call
 from indexer.devnet.chain import (CONTRACTS, Anvil, call, compile_contract, deploy, send,
                                   wait_receipt)
 from indexer.rpc import Rpc
@@ -89,8 +89,6 @@ class Simulator:
         self._tx(self.gov, encode_call("setPrice(address,uint256)", [token_address(symbol), price]))
 
     def position(self, pid: PositionId) -> tuple[int, ...]:
-        from indexer.abi import decode_values
-
         out = call(self.rpc, self.vault, SIG_GET_POSITION, list(pid))
         return decode_values(["uint256", "uint256", "uint256", "uint256", "uint256", "uint256",
                               "bool", "uint256"], out)
@@ -123,8 +121,16 @@ class Simulator:
             self.ids.add(pid)
             self.stats["increase"] += 1
 
+    def _call_each(self, signature: str, ids: list[PositionId], *extra: Any) -> list[str]:
+        """One eth_call per id, sent as a single JSON-RPC batch."""
+        return [str(r) for r in self.rpc.batch([
+            ("eth_call", [{"to": self.vault, "data": encode_call(signature, [*pid, *extra])},
+                          "latest"]) for pid in ids])]
+
     def _open_ids(self) -> list[PositionId]:
-        return sorted(pid for pid in self.ids if self.position(pid)[0] > 0)
+        ids = sorted(self.ids)
+        sizes = self._call_each(SIG_GET_POSITION, ids)
+        return [pid for pid, out in zip(ids, sizes, strict=True) if int(out[2:66], 16) > 0]
 
     def collateral_deposit(self) -> None:
         ids = self._open_ids()
@@ -159,8 +165,9 @@ class Simulator:
         self.liquidation_sweep()
 
     def liquidation_sweep(self) -> None:
-        for pid in self._open_ids():
-            state = int(call(self.rpc, self.vault, SIG_VALIDATE, list(pid)), 16)
+        ids = self._open_ids()
+        for pid, out in zip(ids, self._call_each(SIG_VALIDATE, ids), strict=True):
+            state = int(out, 16)
             if state:
                 data = encode_call(SIG_LIQUIDATE, [*pid, self.liquidator])
                 if self._tx(self.liquidator, data):
