@@ -27,7 +27,7 @@ from rich.table import Table
 
 from indexer import __version__
 from indexer.config import Config, load_config
-from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError
+from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
 from indexer.pipeline import Plan, RangeResult, build_plan
 from indexer.rpc import Rpc
 from indexer.store import Store, open_reader
@@ -236,7 +236,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             proto.name, (proto.start_block, None, None, 0, 0, 0))
         lag = head - cp if isinstance(head, int) and cp is not None else ""
         table.add_row(proto.name, f"{chain.name} ({chain.chain_id})",
-                      Rpc(chain.rpc_urls).endpoint, str(start), _fmt(cp), _fmt(head), _fmt(lag),
+                      redact_url(chain.rpc_urls[0]), str(start), _fmt(cp), _fmt(head), _fmt(lag),
                       str(changes), str(open_pos), str(quarantined), last_error or "")
     if note:
         err.print(f"[dim]{note}[/dim]")

@@ -174,8 +174,8 @@ class Store:
                 con.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
                                 [(rows.chain_id, *b) for b in rows.blocks])
             if replaced:
-                keys = [k for (k,) in replaced]
-                self._refresh_positions_full(rows.source, keys, changes)
+                new_keys = changes.column("position_key").to_pylist() if changes.num_rows else []
+                self._refresh_positions_full(rows.source, {k for (k,) in replaced} | set(new_keys))
             elif changes.num_rows:
                 self._refresh_positions_incremental(rows.source, lo, hi)
             # a replay of an older range never moves the checkpoint back
@@ -255,13 +255,11 @@ class Store:
         con.execute("INSERT INTO positions SELECT * FROM new_positions")
         con.execute("DROP TABLE new_positions")
 
-    def _refresh_positions_full(self, source: str, keys: list[str], changes: pa.Table) -> None:
-        """Recompute positions of ``keys`` (and of the new range's keys) from the whole ledger."""
-        all_keys = sorted(set(keys) | set(changes.column("position_key").to_pylist()
-                                          if changes.num_rows else []))
+    def _refresh_positions_full(self, source: str, keys: set[str]) -> None:
+        """Recompute the positions of ``keys`` from the whole ledger (keys left without rows go)."""
         con = self.con
         con.execute("CREATE OR REPLACE TEMP TABLE touched_keys (position_key VARCHAR)")
-        con.executemany("INSERT INTO touched_keys VALUES (?)", [(k,) for k in all_keys])
+        con.executemany("INSERT INTO touched_keys VALUES (?)", [(k,) for k in sorted(keys)])
         con.execute("DELETE FROM positions WHERE source = ? AND position_key IN "
                     "(SELECT position_key FROM touched_keys)", [source])
         con.execute("INSERT INTO positions " + _POSITIONS_SELECT.format(
@@ -274,16 +272,16 @@ class Store:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            keys = [k for (k,) in con.execute(
+            keys = {k for (k,) in con.execute(
                 "SELECT DISTINCT position_key FROM position_changes WHERE source = ? "
-                "AND block_number > ?", [source, block]).fetchall()]
+                "AND block_number > ?", [source, block]).fetchall()}
             deleted = con.execute("SELECT count(*) FROM position_changes WHERE source = ? AND "
                                   "block_number > ?", [source, block]).fetchone()[0]
             for table in ("position_changes", "funding_updates", "quarantine"):
                 con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number > ?",
                             [source, block])
             con.execute("DELETE FROM blocks WHERE chain_id = ? AND number > ?", [chain_id, block])
-            self._refresh_positions_full(source, keys, pa.table({"position_key": pa.array([], pa.string())}))
+            self._refresh_positions_full(source, keys)
             con.execute("UPDATE checkpoints SET block_number = ?, block_hash = ?, "
                         "updated_at = now()::TIMESTAMP WHERE source = ?", [block, block_hash, source])
             con.execute("COMMIT")

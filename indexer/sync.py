@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from indexer.errors import ChainMismatch, ConfigError
@@ -159,12 +158,3 @@ def sync(plans: list[Plan], rpcs: dict[str, Rpc], store: Store, until: int | Non
         stop.wait(poll)
     logger.info("sync stopped cleanly")
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass (for tools and tests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

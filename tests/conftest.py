@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ import httpx
 import pytest
 
 from indexer.cli import main
+from indexer.devnet.chain import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PERP_SHARED_DIR", ROOT.parent / "shared")).resolve()
 REPLAY_NODE = SHARED / "tools" / "replay_node.py"
 GMX_V1_DATA = SHARED / "data" / "gmx_v1_devnet"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_rpc(url: str, timeout: float = 30.0) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -113,4 +112,3 @@ def test_query_without_database(tmp_path, capsys):
     cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
     assert run_cli("query", "--config", str(cfg), "select 1") == 1
     assert "no database yet" in error_line(capsys)
-    assert not shutil.which("definitely-not-a-tool")
