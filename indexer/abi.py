@@ -20,6 +20,7 @@ from typing import Any
 import eth_abi
 from eth_utils import keccak as _keccak
 
+from indexer import eventdata
 from indexer.errors import AbiError
 from indexer.types import STATIC_TYPES, Decoded, EventColumns, EventDef
 
@@ -206,6 +207,44 @@ def _decode_dynamic(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int
     return cols
 
 
+def _decode_eventlog(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int],
+                     failures: list[tuple[int, str]]) -> EventColumns:
+    """GMX v2 ``EventLog*``: the layout-aware decoder, eth_abi for whatever it refuses."""
+    idx_inputs = [n for n, _, ix in ev.inputs if ix]
+    data_names = [n for n, _, ix in ev.inputs if not ix]
+    cols = EventColumns(ev, [], {name: [] for name, _, _ in ev.inputs})
+    out = [cols.fields[n] for n in data_names]
+    out_topics = [cols.fields[n] for n in idx_inputs]
+    n_topics = 1 + len(idx_inputs)
+    decode = eventdata.decode_payload
+    for r in rows:
+        log = logs[r]
+        tps = log["topics"]
+        if len(tps) != n_topics:
+            failures.append((r, f"{ev.name}: {len(tps)} topics, {ev.signature} needs {n_topics}"))
+            continue
+        try:
+            raw = bytes.fromhex(log["data"][2:])
+        except ValueError as e:
+            failures.append((r, f"{ev.name}: data is not hex ({e})"))
+            continue
+        try:
+            values: tuple[Any, ...] = decode(raw)
+        except ValueError:
+            try:
+                sender, name, eld = eth_abi.decode(list(eventdata.DATA_TYPES), raw, strict=True)
+                values = (sender.lower(), name, eventdata.from_reference(eld))
+            except Exception as e:  # noqa: BLE001 - every eth_abi error means "undecodable"
+                failures.append((r, f"{ev.name}: {type(e).__name__}: {e}"))
+                continue
+        cols.rows.append(r)
+        for column, v in zip(out, values, strict=True):
+            column.append(v)
+        for column, t in zip(out_topics, tps[1:], strict=True):
+            column.append(t.lower())
+    return cols
+
+
 def decode_logs(logs: Sequence[dict[str, Any]], abi: AbiEvents) -> Decoded:
     """Decode a batch of raw logs (as eth_getLogs returns them) grouped by event, in columns."""
     by_topic: dict[str, list[int]] = {}
@@ -220,7 +259,12 @@ def decode_logs(logs: Sequence[dict[str, Any]], abi: AbiEvents) -> Decoded:
     events: dict[str, list[EventColumns]] = {}
     for t0, rows in by_topic.items():
         ev = abi.by_topic[t0]
-        decode = _decode_static if ev.static else _decode_dynamic
+        if ev.static:
+            decode = _decode_static
+        elif tuple(ev.data_types) == eventdata.DATA_TYPES:
+            decode = _decode_eventlog
+        else:
+            decode = _decode_dynamic
         events.setdefault(ev.name, []).append(decode(ev, logs, rows, failures))
     return Decoded(events, sorted(failures))
 

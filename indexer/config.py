@@ -52,6 +52,26 @@ class ContractConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenConfig:
+    #: Lower-case 0x address (GMX v2 synthetic index tokens have no contract at it).
+    address: str
+    decimals: int
+    symbol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketConfig:
+    """A market whose tokens are known up front (others are discovered from chain events)."""
+
+    #: Lower-case 0x address of the market (GMX v2: the market token).
+    address: str
+    index_token: str
+    long_token: str
+    short_token: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolConfig:
     #: Unique label of this deployment (e.g. ``gmx_v1_arbitrum``).
     name: str
@@ -61,6 +81,10 @@ class ProtocolConfig:
     contracts: tuple[ContractConfig, ...]
     #: Folder of ABI JSON files (default ``abis/<adapter>``).
     abi_dir: Path
+    #: Token address -> decimals and symbol (optional; others are read from the token contract).
+    tokens: dict[str, TokenConfig] = field(default_factory=dict)
+    #: Market address -> its tokens (optional; others come from the protocol's own events).
+    markets: dict[str, MarketConfig] = field(default_factory=dict)
 
     @property
     def start_block(self) -> int:
@@ -223,8 +247,36 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
         raise ConfigError(file, r.key("contracts"), {}, "at least one contract role")
     abi = r.str("abi_dir", None)
     abi_dir = (base / abi) if abi else REPO_ROOT / "abis" / adapter
+    tokens: dict[str, TokenConfig] = {}
+    t = _Reader(file, r.raw("tokens", {}), r.key("tokens"))
+    for addr in list(t.data):
+        key = t.key(str(addr))
+        if not _ADDRESS.match(str(addr)):
+            raise ConfigError(file, key, addr, "a quoted 0x-prefixed 20-byte hex token address as the key")
+        tr = _Reader(file, t.raw(addr), key)
+        decimals = tr.int("decimals")
+        if decimals > 77:
+            raise ConfigError(file, tr.key("decimals"), decimals, "token decimals from 0 to 77")
+        tokens[str(addr).lower()] = TokenConfig(str(addr).lower(), decimals, tr.str("symbol", ""))
+        tr.done()
+    markets: dict[str, MarketConfig] = {}
+    m = _Reader(file, r.raw("markets", {}), r.key("markets"))
+    for addr in list(m.data):
+        key = m.key(str(addr))
+        if not _ADDRESS.match(str(addr)):
+            raise ConfigError(file, key, addr, "a quoted 0x-prefixed 20-byte hex market address as the key")
+        mr = _Reader(file, m.raw(addr), key)
+        addr_expected = "a 0x-prefixed 20-byte hex address"
+        markets[str(addr).lower()] = MarketConfig(
+            str(addr).lower(),
+            mr.str("index_token", pattern=_ADDRESS, expected=addr_expected).lower(),
+            mr.str("long_token", pattern=_ADDRESS, expected=addr_expected).lower(),
+            mr.str("short_token", pattern=_ADDRESS, expected=addr_expected).lower(),
+            mr.str("name", ""))
+        mr.done()
     r.done()
-    return ProtocolConfig(name, adapter, chain, tuple(contracts), abi_dir.resolve())
+    return ProtocolConfig(name, adapter, chain, tuple(contracts), abi_dir.resolve(), tokens,
+                          markets)
 
 
 def load_config(path: str | Path) -> Config:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import ModuleType
 from typing import Any
 
 from indexer import adapters
-from indexer.abi import AbiEvents, decode_logs, load_abi_dir
+from indexer.abi import AbiEvents, decode_logs, decode_values, encode_call, keccak, load_abi_dir
 from indexer.adapters.base import AdapterContext
 from indexer.config import ChainConfig, Config, ProtocolConfig
 from indexer.errors import AbiError, RangeTooLarge, RpcError
@@ -29,12 +29,31 @@ class Plan:
     adapter: ModuleType
     abi: AbiEvents
     addresses: list[str]
-    #: eth_getLogs topics filter: [[topic0 of every handled event version]].
+    #: eth_getLogs topics filter: [[topic0 of every handled event version]] (plus, for
+    #: adapters reading one generic event, [[keccak256 of each event name]]).
     topics: list[Any]
     sizer: RangeSizer = field(init=False)
+    #: Markets known so far: address -> (index, long, short token); config, then events.
+    markets: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: Token decimals known so far (config first, then read from the token contracts).
+    decimals: dict[str, int | None] = field(default_factory=dict)
+
+    #: Whether ``markets`` holds the markets stored by earlier runs (see ``load_markets``).
+    markets_loaded: bool = False
 
     def __post_init__(self) -> None:
         self.sizer = RangeSizer(self.chain.max_block_range)
+        self.decimals.update({t.address: t.decimals for t in self.proto.tokens.values()})
+        self.load_markets(None)
+
+    def load_markets(self, store: Store | None) -> None:
+        """Markets from the config, then those stored from events (again after a rollback)."""
+        self.markets.clear()
+        self.markets.update({m.address: (m.index_token, m.long_token, m.short_token)
+                             for m in self.proto.markets.values()})
+        if store is not None:
+            self.markets.update(store.load_markets(self.proto.name))
+        self.markets_loaded = store is not None
 
 
 def build_plan(cfg: Config, proto: ProtocolConfig) -> Plan:
@@ -48,7 +67,9 @@ def build_plan(cfg: Config, proto: ProtocolConfig) -> Plan:
     except AbiError as e:
         raise AbiError(f"{cfg.file}: protocols[{index}] ({proto.name}): {e}") from None
     adapters.check_events(adapter, abi.names, str(proto.abi_dir))
-    topics = [abi.topics_for(set(adapter.EVENTS))]
+    topics: list[Any] = [abi.topics_for(set(adapter.EVENTS))]
+    if getattr(adapter, "EVENT_NAMES", None):
+        topics.append(sorted("0x" + keccak(n.encode()).hex() for n in adapter.EVENT_NAMES))
     return Plan(proto, cfg.chains[proto.chain], adapter, abi,
                 [c.address for c in proto.contracts], topics)
 
@@ -89,6 +110,29 @@ def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[dic
     return hi, kept
 
 
+def read_decimals(rpc: Rpc, tokens: list[str]) -> dict[str, int | None]:
+    """``decimals()`` of each token, in one batch; None where there is no readable answer
+    (no contract, e.g. a GMX v2 synthetic index token, or a node without eth_call)."""
+    call = encode_call("decimals()", [])
+    out: dict[str, int | None] = {}
+    try:
+        replies = rpc.batch([("eth_call", [{"to": t, "data": call}, "latest"]) for t in tokens],
+                            return_errors=True)
+    except RpcError as e:
+        logger.warning("cannot read token decimals (%s); their prices stay NULL", e)
+        return dict.fromkeys(tokens)
+    for token, reply in zip(tokens, replies, strict=True):
+        value = None
+        if isinstance(reply, str) and len(reply) == 66:
+            (value,) = decode_values(["uint256"], reply)
+            value = value if value <= 77 else None
+        if value is None:
+            logger.warning("token %s has no readable decimals(); add it under `tokens:` in the "
+                           "config to get USD prices of its markets", token)
+        out[token] = value
+    return out
+
+
 def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]]) -> RangeRows:
     """Decode and adapt one range's logs (fetching what the adapter needs), ready to store."""
     meta = LogMeta.from_logs(logs)
@@ -100,7 +144,13 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]]) -> RangeRows
     decoded = decode_logs(logs, plan.abi)
     needed = plan.adapter.transactions_needed(decoded, meta)
     txs = rpc.fetch_transactions(needed) if needed else {}
-    ctx = AdapterContext(plan.chain.chain_id, {c.role: c.address for c in plan.proto.contracts}, txs)
+    contracts = {c.role: c.address for c in plan.proto.contracts}
+    ctx = AdapterContext(plan.chain.chain_id, contracts, txs, plan.markets, plan.decimals)
+    tokens_needed = getattr(plan.adapter, "tokens_needed", None)
+    if tokens_needed is not None:
+        unknown = tokens_needed(decoded, meta, ctx)
+        if unknown:
+            plan.decimals.update(read_decimals(rpc, unknown))
     out = plan.adapter.to_changes(decoded, meta, ctx)
     ch = out.changes
     rows = ch.row
@@ -110,21 +160,32 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]]) -> RangeRows
         "tx_hash": [meta.tx_hash[r] for r in rows],
         "log_index": [meta.log_index[r] for r in rows],
     }
-    for name in ("position_key", "account", "market", "collateral_token", "is_long", "kind",
-                 "size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
-                 "realized_pnl", "entry_price"):
-        changes[name] = getattr(ch, name)
+    for f in fields(ch):
+        if f.name != "row":
+            changes[f.name] = getattr(ch, f.name)
     f = out.funding
     funding = {"block_number": [meta.block_number[r] for r in f.row],
                "block_time": [meta.block_time[r] for r in f.row],
                "log_index": [meta.log_index[r] for r in f.row], "market": f.market, "rate": f.rate}
+    m = out.markets
+    markets = {"block_number": [meta.block_number[r] for r in m.row],
+               "log_index": [meta.log_index[r] for r in m.row], "market": m.market,
+               "index_token": m.index_token, "long_token": m.long_token,
+               "short_token": m.short_token}
+    oi = out.open_interest
+    open_interest = {"block_number": [meta.block_number[r] for r in oi.row],
+                     "block_time": [meta.block_time[r] for r in oi.row],
+                     "log_index": [meta.log_index[r] for r in oi.row], "market": oi.market,
+                     "collateral_token": oi.collateral_token, "is_long": oi.is_long,
+                     "unit": oi.unit, "delta": oi.delta, "next_value": oi.next_value}
     quarantine = [(meta.block_number[r], meta.tx_hash[r], meta.log_index[r], meta.address[r],
                    logs[r]["topics"], logs[r]["data"], reason)
                   for r, reason in sorted(decoded.failures + out.rejected)]
     for q in quarantine:
         logger.warning("quarantined log %s#%s: %s", q[1], q[2], q[6])
     return RangeRows(plan.chain.chain_id, plan.proto.adapter, plan.proto.name,
-                     plan.adapter.USD_DECIMALS, changes, funding, quarantine, [])
+                     plan.adapter.USD_DECIMALS, changes, funding, quarantine, [], markets,
+                     open_interest)
 
 
 def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start_block: int,
@@ -134,6 +195,8 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
     ``headers`` (sync at the tip) are the block headers of the range; their hashes are kept for
     reorg detection and every log must agree with them.
     """
+    if not plan.markets_loaded:
+        plan.load_markets(store)
     hi, logs = fetch_logs(plan, rpc, lo, limit)
     rows = to_range_rows(plan, rpc, logs)
     if headers is not None:
@@ -149,4 +212,7 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
         end = rpc.fetch_block(hi)
         rows.blocks = [(hi, end["hash"], end["parentHash"], int(end["timestamp"], 16))]
     written = store.commit_range(rows, lo, hi, end["hash"], start_block)
+    m = rows.markets or {}
+    for i, market in enumerate(m.get("market", [])):  # committed: later ranges may use them
+        plan.markets[market] = (m["index_token"][i], m["long_token"][i], m["short_token"][i])
     return RangeResult(lo, hi, len(logs), written, len(rows.quarantine))

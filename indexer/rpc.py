@@ -178,8 +178,12 @@ class Rpc:
         payload = {"jsonrpc": "2.0", "id": self._next_id(), "method": method, "params": params or []}
         return self._check(method, self._post(payload, method))
 
-    def batch(self, calls: Sequence[tuple[str, list[Any]]], chunk: int = 100) -> list[Any]:
-        """Send calls as JSON-RPC batches of at most ``chunk``; results in call order."""
+    def batch(self, calls: Sequence[tuple[str, list[Any]]], chunk: int = 100,
+              return_errors: bool = False) -> list[Any]:
+        """Send calls as JSON-RPC batches of at most ``chunk``; results in call order.
+
+        With ``return_errors``, a call the node answers with a JSON-RPC error (e.g. an eth_call
+        that reverts) gives its RpcError in place of the result instead of raising."""
         results: list[Any] = []
         for start in range(0, len(calls), chunk):
             part = calls[start:start + chunk]
@@ -196,7 +200,12 @@ class Rpc:
             for i, (method, _) in enumerate(part):
                 if first + i not in by_id:
                     raise RpcError(method, None, "batch reply lacks an answer")
-                results.append(self._check(method, by_id[first + i]))
+                try:
+                    results.append(self._check(method, by_id[first + i]))
+                except RpcError as e:
+                    if not return_errors:
+                        raise
+                    results.append(e)
         return results
 
     def fetch_chain_id(self) -> int:

@@ -68,23 +68,43 @@ class RangeRows:
     quarantine: list[tuple[Any, ...]]
     #: Block headers to keep: (number, hash, parent_hash, timestamp).
     blocks: list[tuple[int, str, str, int]]
+    #: Markets found in events: block_number, log_index, market, index/long/short token.
+    markets: dict[str, list[Any]] | None = None
+    #: Protocol OI updates: block_number, block_time, log_index, market, collateral_token,
+    #: is_long, unit, delta, next_value.
+    open_interest: dict[str, list[Any]] | None = None
 
 
 _USD_COLUMNS = ("size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
                 "realized_pnl", "entry_price")
 _RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price")
+_TOKEN_COLUMNS = ("size_delta_tokens", "size_after_tokens", "collateral_delta_tokens",
+                  "collateral_after_tokens")
+#: Ledger columns an adapter may leave out (NULL).
+_OPTIONAL_COLUMNS = ("index_token", "index_decimals", "collateral_decimals") + _TOKEN_COLUMNS
+#: Tables holding rows of a source keyed by block_number (deleted on replay and rollback).
+_RANGE_TABLES = ("position_changes", "funding_updates", "quarantine", "markets",
+                 "protocol_open_interest")
 
 _POSITIONS_SELECT = """
 SELECT chain_id, protocol, source, position_key,
-       arg_max(account, o), arg_max(market, o), arg_max(collateral_token, o), arg_max(is_long, o),
-       arg_max(size_after_usd, o), arg_max(collateral_after_usd, o), arg_max(entry_price_usd, o),
+       arg_max(account, o) AS account, arg_max(market, o) AS market,
+       arg_max(collateral_token, o) AS collateral_token, arg_max(is_long, o) AS is_long,
+       arg_max(size_after_usd, o) AS size_usd, arg_max(collateral_after_usd, o) AS collateral_usd,
+       arg_max(entry_price_usd, o) AS entry_price_usd,
        CASE arg_max(kind, o) WHEN 'liquidation' THEN 'liquidated' WHEN 'close' THEN 'closed'
-            ELSE 'open' END,
+            ELSE 'open' END AS status,
        max(block_number) FILTER (WHERE kind = 'increase' AND size_after_raw = size_delta_raw)
            AS opened_block,
-       max(block_number),
-       arg_max(realized_pnl_usd, o),
-       arg_max(size_after_raw, o), arg_max(collateral_after_raw, o), arg_max(entry_price_raw, o)
+       max(block_number) AS updated_block,
+       arg_max(realized_pnl_usd, o) AS realized_pnl_usd,
+       arg_max(size_after_raw, o) AS size_raw, arg_max(collateral_after_raw, o) AS collateral_raw,
+       arg_max(entry_price_raw, o) AS entry_price_raw,
+       arg_max(index_token, o) AS index_token,
+       arg_max(size_after_tokens, o) AS size_tokens,
+       arg_max(collateral_after_tokens, o) AS collateral_tokens,
+       arg_max(size_after_tokens_raw, o) AS size_tokens_raw,
+       arg_max(collateral_after_tokens_raw, o) AS collateral_tokens_raw
 FROM (SELECT *, block_number * 1000000 + log_index AS o FROM position_changes WHERE {where})
 GROUP BY chain_id, protocol, source, position_key
 """
@@ -135,6 +155,13 @@ class Store:
             [source]).fetchone()
         return Checkpoint(*row) if row else None
 
+    def load_markets(self, source: str) -> dict[str, tuple[str, str, str]]:
+        """Markets ``source`` found in events: address -> (index, long, short token)."""
+        rows = self.con.execute(
+            "SELECT market, index_token, long_token, short_token FROM markets WHERE source = ? "
+            "ORDER BY block_number, log_index", [source]).fetchall()
+        return {m: (i, lg, s) for m, i, lg, s in rows}
+
     def load_block_hash(self, chain_id: int, number: int) -> str | None:
         row = self.con.execute("SELECT hash FROM blocks WHERE chain_id = ? AND number = ?",
                                [chain_id, number]).fetchone()
@@ -156,7 +183,7 @@ class Store:
             replaced = con.execute(
                 "SELECT DISTINCT position_key FROM position_changes "
                 "WHERE source = ? AND block_number BETWEEN ? AND ?", [rows.source, lo, hi]).fetchall()
-            for table in ("position_changes", "funding_updates", "quarantine"):
+            for table in _RANGE_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number BETWEEN ? AND ?",
                             [rows.source, lo, hi])
             if changes.num_rows:
@@ -166,6 +193,8 @@ class Store:
                     "usd_decimals": rows.usd_decimals})
                 con.unregister("batch_changes")
             self._insert_funding(rows)
+            self._insert_markets(rows)
+            self._insert_open_interest(rows)
             if quarantine:
                 con.executemany(
                     "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
@@ -196,8 +225,11 @@ class Store:
     def _changes_table(self, rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
         c, d = rows.changes, rows.usd_decimals
         n = len(c["position_key"])
-        usd = {name: [to_decimal18(v, d) for v in c[name]] for name in _USD_COLUMNS}
-        bad = sorted({i for col in usd.values() for i, v in enumerate(col) if v is None})
+        c = {**{k: [None] * n for k in _OPTIONAL_COLUMNS}, **c}
+        usd = {name: [None if v is None else to_decimal18(v, d) for v in c[name]]
+               for name in _USD_COLUMNS}
+        bad = sorted({i for name, col in usd.items() for i, v in enumerate(col)
+                      if v is None and c[name][i] is not None})
         overflow = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
                      f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
                      "DECIMAL(38,18) USD") for i in bad]
@@ -206,25 +238,46 @@ class Store:
         def col(values: list[Any]) -> list[Any]:
             return values if keep is None else [values[i] for i in keep]
 
+        def raw(values: list[Any]) -> list[Any]:
+            return col([None if v is None else str(v) for v in values])
+
+        def tokens(values: list[Any], decimals: list[Any]) -> list[Any]:
+            # whole tokens as DECIMAL(38,18); NULL when decimals are unknown or it does not fit
+            return col([None if v is None or dec is None else to_decimal18(v, dec)
+                        for v, dec in zip(values, decimals, strict=True)])
+
         data: dict[str, Any] = {
             name: col(c[name]) for name in ("block_number", "block_time", "tx_hash", "log_index",
                                             "position_key", "account", "market",
-                                            "collateral_token", "is_long", "kind")}
+                                            "collateral_token", "is_long", "kind", "index_token",
+                                            "index_decimals", "collateral_decimals")}
         for name in _USD_COLUMNS:
             data[f"{name}_usd"] = col(usd[name])
         for name in _RAW_COLUMNS:
-            data[f"{name}_raw"] = col([str(v) for v in c[name]])
+            data[f"{name}_raw"] = raw(c[name])
+        for name in _TOKEN_COLUMNS:
+            data[f"{name}_raw"] = raw(c[name])
+        data["size_after_tokens"] = tokens(c["size_after_tokens"], c["index_decimals"])
+        data["collateral_after_tokens"] = tokens(c["collateral_after_tokens"],
+                                                 c["collateral_decimals"])
         return pa.table(data), overflow
 
     @staticmethod
     def _insert_changes_sql() -> str:
-        usd = ", ".join(f"CAST({n}_usd AS DECIMAL(38,18))" for n in _USD_COLUMNS)
-        raw = ", ".join(f"CAST({n}_raw AS BIGNUM)" for n in _RAW_COLUMNS)
+        usd = ", ".join(f"CAST({n}_usd AS DECIMAL(38,18)) AS {n}_usd" for n in _USD_COLUMNS)
+        raw = ", ".join(f"CAST({n}_raw AS BIGNUM) AS {n}_raw"
+                        for n in _RAW_COLUMNS + _TOKEN_COLUMNS)
         return (
-            "INSERT INTO position_changes SELECT $chain_id, $protocol, $source, block_number, "
-            "CASE WHEN block_time >= 0 THEN make_timestamp(block_time * 1000000) END, tx_hash, "
-            "log_index, position_key, account, market, collateral_token, is_long, kind, "
-            f"{usd}, {raw}, $usd_decimals FROM batch_changes ORDER BY block_number, log_index"
+            "INSERT INTO position_changes BY NAME SELECT $chain_id AS chain_id, "
+            "$protocol AS protocol, $source AS source, block_number, "
+            "CASE WHEN block_time >= 0 THEN make_timestamp(block_time * 1000000) END AS block_time,"
+            " tx_hash, log_index, position_key, account, market, collateral_token, is_long, kind, "
+            f"{usd}, {raw}, $usd_decimals AS usd_decimals, index_token, "
+            "CAST(index_decimals AS TINYINT) AS index_decimals, "
+            "CAST(collateral_decimals AS TINYINT) AS collateral_decimals, "
+            "CAST(size_after_tokens AS DECIMAL(38,18)) AS size_after_tokens, "
+            "CAST(collateral_after_tokens AS DECIMAL(38,18)) AS collateral_after_tokens "
+            "FROM batch_changes ORDER BY block_number, log_index"
         )
 
     def _insert_funding(self, rows: RangeRows) -> None:
@@ -241,6 +294,35 @@ class Store:
             "FROM batch_funding", [rows.chain_id, rows.protocol, rows.source])
         self.con.unregister("batch_funding")
 
+    def _insert_markets(self, rows: RangeRows) -> None:
+        m = rows.markets
+        if not m or not m["market"]:
+            return
+        self.con.register("batch_markets", pa.table(m))
+        self.con.execute(
+            "INSERT INTO markets BY NAME SELECT ? AS chain_id, ? AS protocol, ? AS source, * "
+            "FROM batch_markets", [rows.chain_id, rows.protocol, rows.source])
+        self.con.unregister("batch_markets")
+
+    def _insert_open_interest(self, rows: RangeRows) -> None:
+        oi = rows.open_interest
+        if not oi or not oi["market"]:
+            return
+        data = dict(oi)
+        data["next_value_usd"] = [to_decimal18(v, rows.usd_decimals) if u == "usd" else None
+                                  for v, u in zip(oi["next_value"], oi["unit"], strict=True)]
+        data["delta"] = [str(v) for v in oi["delta"]]
+        data["next_value"] = [str(v) for v in oi["next_value"]]
+        self.con.register("batch_oi", pa.table(data))
+        self.con.execute(
+            "INSERT INTO protocol_open_interest BY NAME SELECT ? AS chain_id, ? AS protocol, "
+            "? AS source, block_number, CASE WHEN block_time >= 0 THEN make_timestamp("
+            "block_time * 1000000) END AS block_time, log_index, market, collateral_token, "
+            "is_long, unit, CAST(delta AS BIGNUM) AS delta_raw, CAST(next_value AS BIGNUM) AS "
+            "next_value_raw, CAST(next_value_usd AS DECIMAL(38,18)) AS next_value_usd "
+            "FROM batch_oi", [rows.chain_id, rows.protocol, rows.source])
+        self.con.unregister("batch_oi")
+
     def _refresh_positions_incremental(self, source: str, lo: int, hi: int) -> None:
         """Fold the range's changes into positions; only ``opened_block`` needs the old row."""
         con = self.con
@@ -252,7 +334,7 @@ class Store:
                     "AND p.position_key = n.position_key")
         con.execute("DELETE FROM positions p USING new_positions n "
                     "WHERE p.source = n.source AND p.position_key = n.position_key")
-        con.execute("INSERT INTO positions SELECT * FROM new_positions")
+        con.execute("INSERT INTO positions BY NAME SELECT * FROM new_positions")
         con.execute("DROP TABLE new_positions")
 
     def _refresh_positions_full(self, source: str, keys: set[str]) -> None:
@@ -262,7 +344,7 @@ class Store:
         con.executemany("INSERT INTO touched_keys VALUES (?)", [(k,) for k in sorted(keys)])
         con.execute("DELETE FROM positions WHERE source = ? AND position_key IN "
                     "(SELECT position_key FROM touched_keys)", [source])
-        con.execute("INSERT INTO positions " + _POSITIONS_SELECT.format(
+        con.execute("INSERT INTO positions BY NAME " + _POSITIONS_SELECT.format(
             where="source = $source AND position_key IN (SELECT position_key FROM touched_keys)"),
             {"source": source})
         con.execute("DROP TABLE touched_keys")
@@ -277,7 +359,7 @@ class Store:
                 "AND block_number > ?", [source, block]).fetchall()}
             deleted = con.execute("SELECT count(*) FROM position_changes WHERE source = ? AND "
                                   "block_number > ?", [source, block]).fetchone()[0]
-            for table in ("position_changes", "funding_updates", "quarantine"):
+            for table in _RANGE_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number > ?",
                             [source, block])
             con.execute("DELETE FROM blocks WHERE chain_id = ? AND number > ?", [chain_id, block])

@@ -95,6 +95,7 @@ def _reconcile(plan: Plan, rpc: Rpc, store: Store, cp_block: int, cp_hash: str) 
                              plan.proto.start_block)
     ancestor_hash = store.load_block_hash(chain_id, ancestor) or ""
     deleted = store.rollback_to(plan.proto.name, chain_id, ancestor, ancestor_hash)
+    plan.load_markets(store)  # markets announced above the ancestor are gone
     logger.warning("reorg on %s: rolled back from block %d to common ancestor %d (%d changes "
                    "removed); replaying", plan.proto.name, cp_block, ancestor, deleted)
 

@@ -110,15 +110,60 @@ class ChangeColumns:
     fee: list[int] = field(default_factory=list)
     #: The position's realised PnL as the protocol tracks it after the change, raw USD (signed).
     realized_pnl: list[int] = field(default_factory=list)
-    #: Average entry price after the change (0 once closed), raw USD per whole index token.
-    entry_price: list[int] = field(default_factory=list)
+    #: Average entry price after the change (0 once closed), raw USD per whole index token;
+    #: None where the index token's decimals are unknown.
+    entry_price: list[int | None] = field(default_factory=list)
+    #: The index token of the market (GMX v1: the market itself), or None if unknown.
+    index_token: list[str | None] = field(default_factory=list)
+    # Token-unit amounts, for protocols that track them (GMX v2); None elsewhere.
+    #: Signed size change and size after, in index-token units.
+    size_delta_tokens: list[int | None] = field(default_factory=list)
+    size_after_tokens: list[int | None] = field(default_factory=list)
+    #: Signed collateral change and collateral after, in collateral-token units.
+    collateral_delta_tokens: list[int | None] = field(default_factory=list)
+    collateral_after_tokens: list[int | None] = field(default_factory=list)
+    #: Decimals of the index and collateral tokens, None if unknown.
+    index_decimals: list[int | None] = field(default_factory=list)
+    collateral_decimals: list[int | None] = field(default_factory=list)
 
     def append(self, **values: Any) -> None:
+        """Add one row; the optional token-unit fields default to None."""
         for f in fields(self):
-            getattr(self, f.name).append(values[f.name])
+            getattr(self, f.name).append(values[f.name] if f.name in values
+                                         else _OPTIONAL[f.name])
 
     def __len__(self) -> int:
         return len(self.row)
+
+
+_OPTIONAL = {"index_token": None, "size_delta_tokens": None, "size_after_tokens": None,
+             "collateral_delta_tokens": None, "collateral_after_tokens": None,
+             "index_decimals": None, "collateral_decimals": None}
+
+
+@dataclass(slots=True)
+class MarketColumns:
+    """Markets announced by the protocol's own events (e.g. GMX v2 ``MarketCreated``)."""
+
+    row: list[int] = field(default_factory=list)
+    market: list[str] = field(default_factory=list)
+    index_token: list[str] = field(default_factory=list)
+    long_token: list[str] = field(default_factory=list)
+    short_token: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OpenInterestColumns:
+    """The protocol's own open-interest updates (GMX v2 ``OpenInterest[InTokens]Updated``)."""
+
+    row: list[int] = field(default_factory=list)
+    market: list[str] = field(default_factory=list)
+    collateral_token: list[str] = field(default_factory=list)
+    is_long: list[bool] = field(default_factory=list)
+    #: 'usd' (raw USD at the adapter's scale) or 'tokens' (index-token units).
+    unit: list[str] = field(default_factory=list)
+    delta: list[int] = field(default_factory=list)
+    next_value: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -137,3 +182,5 @@ class AdapterOutput:
     funding: FundingColumns
     #: (row, reason) of logs that decoded but make no sense to the adapter.
     rejected: list[tuple[int, str]]
+    markets: MarketColumns = field(default_factory=MarketColumns)
+    open_interest: OpenInterestColumns = field(default_factory=OpenInterestColumns)

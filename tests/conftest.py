@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PERP_SHARED_DIR", ROOT.parent / "shared")).resolve()
 REPLAY_NODE = SHARED / "tools" / "replay_node.py"
 GMX_V1_DATA = SHARED / "data" / "gmx_v1_devnet"
+GMX_V2_DATA = SHARED / "data" / "gmx_v2_devnet"
 
 
 def wait_rpc(url: str, timeout: float = 30.0) -> None:
@@ -75,13 +76,23 @@ def gmx_v1_truth() -> dict:
 
 
 @pytest.fixture(scope="session")
+def gmx_v2_truth() -> dict:
+    return json.loads((GMX_V2_DATA / "gmx_v2_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def gmx_v1_logs() -> list[dict]:
     with gzip.open(GMX_V1_DATA / "gmx_v1_logs.jsonl.gz", "rt") as f:
         return [json.loads(line) for line in f]
 
 
-def write_config(path: Path, rpc_url: str, vault: str, start_block: int, *,
-                 database: str = "db.duckdb", chain_id: int = 31337, **chain: object) -> Path:
+ROLES = {"gmx_v1": "vault", "gmx_v2": "event_emitter"}
+
+
+def write_config(path: Path, rpc_url: str, address: str, start_block: int, *,
+                 database: str = "db.duckdb", chain_id: int = 31337, adapter: str = "gmx_v1",
+                 protocol_extra: str = "", **chain: object) -> Path:
+    """A one-chain, one-protocol config; ``protocol_extra`` is YAML appended to the entry."""
     chain_lines = "".join(f"\n    {k}: {v}" for k, v in chain.items())
     path.write_text(f"""database: {database}
 snapshot_interval: 0.5
@@ -91,12 +102,12 @@ chains:
     rpc_url: "{rpc_url}"
     confirmations: 0{chain_lines}
 protocols:
-  - name: gmx_v1_dev
-    adapter: gmx_v1
+  - name: {adapter}_dev
+    adapter: {adapter}
     chain: dev
     contracts:
-      vault: {{ address: "{vault}", start_block: {start_block} }}
-""")
+      {ROLES[adapter]}: {{ address: "{address}", start_block: {start_block} }}
+{protocol_extra}""")
     return path
 
 

@@ -71,6 +71,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         elif name == "LiquidatePosition":
             changes.append(
                 row=row, position_key=f["key"], account=f["account"], market=f["indexToken"],
+                index_token=f["indexToken"],
                 collateral_token=f["collateralToken"], is_long=f["isLong"], kind="liquidation",
                 size_delta=-f["size"], collateral_delta=-f["collateral"], size_after=0,
                 collateral_after=0, price=f["markPrice"], fee=0, realized_pnl=f["realisedPnl"],
@@ -98,6 +99,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
             sign = 1 if o_name == "IncreasePosition" else -1
             changes.append(
                 row=o_row, position_key=o["key"], account=o["account"], market=o["indexToken"],
+                index_token=o["indexToken"],
                 collateral_token=o["collateralToken"], is_long=o["isLong"], kind=kind,
                 size_delta=sign * o["sizeDelta"], collateral_delta=sign * o["collateralDelta"],
                 size_after=0 if closing else f["size"],

@@ -19,14 +19,14 @@ CREATE TABLE IF NOT EXISTS position_changes (
     collateral_delta_usd DECIMAL(38,18) NOT NULL,  -- signed, as the protocol reports it
     size_after_usd       DECIMAL(38,18) NOT NULL,
     collateral_after_usd DECIMAL(38,18) NOT NULL,
-    price_usd            DECIMAL(38,18) NOT NULL,  -- USD per whole index token
+    price_usd            DECIMAL(38,18),           -- USD per whole index token (NULL: decimals unknown)
     fee_usd              DECIMAL(38,18) NOT NULL,
     realized_pnl_usd     DECIMAL(38,18) NOT NULL,  -- position's realised PnL after the change
-    entry_price_usd      DECIMAL(38,18) NOT NULL,  -- average entry price after (0 once closed)
+    entry_price_usd      DECIMAL(38,18),           -- average entry price after (0 once closed)
     size_delta_raw       BIGNUM NOT NULL,
     size_after_raw       BIGNUM NOT NULL,
     collateral_after_raw BIGNUM NOT NULL,
-    entry_price_raw      BIGNUM NOT NULL,
+    entry_price_raw      BIGNUM,
     usd_decimals         TINYINT NOT NULL    -- scale of the *_raw USD columns
 );
 
@@ -41,14 +41,14 @@ CREATE TABLE IF NOT EXISTS positions (
     is_long           BOOLEAN NOT NULL,
     size_usd          DECIMAL(38,18) NOT NULL,
     collateral_usd    DECIMAL(38,18) NOT NULL,
-    entry_price_usd   DECIMAL(38,18) NOT NULL,
+    entry_price_usd   DECIMAL(38,18),
     status            VARCHAR NOT NULL,        -- open | closed | liquidated
     opened_block      BIGINT,                  -- block of the latest opening of this key
     updated_block     BIGINT NOT NULL,
     realized_pnl_usd  DECIMAL(38,18) NOT NULL,
     size_raw          BIGNUM NOT NULL,
     collateral_raw    BIGNUM NOT NULL,
-    entry_price_raw   BIGNUM NOT NULL
+    entry_price_raw   BIGNUM
 );
 
 CREATE TABLE IF NOT EXISTS funding_updates (
@@ -94,3 +94,56 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason        VARCHAR NOT NULL,
     quarantined_at TIMESTAMP NOT NULL
 );
+
+-- Markets announced by protocol events (GMX v2 MarketCreated); configured ones are not copied here.
+CREATE TABLE IF NOT EXISTS markets (
+    chain_id      BIGINT NOT NULL,
+    protocol      VARCHAR NOT NULL,
+    source        VARCHAR NOT NULL,
+    block_number  BIGINT NOT NULL,
+    log_index     INTEGER NOT NULL,
+    market        VARCHAR NOT NULL,
+    index_token   VARCHAR NOT NULL,
+    long_token    VARCHAR NOT NULL,
+    short_token   VARCHAR NOT NULL
+);
+
+-- The protocol's own open-interest figures (GMX v2 OpenInterest[InTokens]Updated), to reconcile
+-- open interest rebuilt from positions with what the protocol itself keeps.
+CREATE TABLE IF NOT EXISTS protocol_open_interest (
+    chain_id          BIGINT NOT NULL,
+    protocol          VARCHAR NOT NULL,
+    source            VARCHAR NOT NULL,
+    block_number      BIGINT NOT NULL,
+    block_time        TIMESTAMP,
+    log_index         INTEGER NOT NULL,
+    market            VARCHAR NOT NULL,
+    collateral_token  VARCHAR NOT NULL,
+    is_long           BOOLEAN NOT NULL,
+    unit              VARCHAR NOT NULL,          -- usd | tokens (index-token units)
+    delta_raw         BIGNUM NOT NULL,
+    next_value_raw    BIGNUM NOT NULL,
+    next_value_usd    DECIMAL(38,18)             -- unit = usd only
+);
+
+-- Migrations of databases created by earlier versions (each statement is idempotent).
+ALTER TABLE position_changes ALTER COLUMN price_usd DROP NOT NULL;
+ALTER TABLE position_changes ALTER COLUMN entry_price_usd DROP NOT NULL;
+ALTER TABLE position_changes ALTER COLUMN entry_price_raw DROP NOT NULL;
+ALTER TABLE positions ALTER COLUMN entry_price_usd DROP NOT NULL;
+ALTER TABLE positions ALTER COLUMN entry_price_raw DROP NOT NULL;
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS index_token VARCHAR;
+-- token-unit amounts (protocols that track them, e.g. GMX v2); raw integers are exact
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS size_delta_tokens_raw BIGNUM;
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS size_after_tokens_raw BIGNUM;
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_delta_tokens_raw BIGNUM;
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_after_tokens_raw BIGNUM;
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS index_decimals TINYINT;
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_decimals TINYINT;
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS size_after_tokens DECIMAL(38,18);
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_after_tokens DECIMAL(38,18);
+ALTER TABLE positions ADD COLUMN IF NOT EXISTS index_token VARCHAR;
+ALTER TABLE positions ADD COLUMN IF NOT EXISTS size_tokens DECIMAL(38,18);
+ALTER TABLE positions ADD COLUMN IF NOT EXISTS collateral_tokens DECIMAL(38,18);
+ALTER TABLE positions ADD COLUMN IF NOT EXISTS size_tokens_raw BIGNUM;
+ALTER TABLE positions ADD COLUMN IF NOT EXISTS collateral_tokens_raw BIGNUM;
