@@ -8,6 +8,7 @@ import pytest
 
 from indexer.config import load_config
 from indexer.errors import ConfigError
+from indexer.pipeline import build_plan
 from tests.conftest import ROOT, run_cli, write_config
 
 VAULT = "0x1f61eA50e2B7dd00A11b55Fa91137033a345Ee15"
@@ -112,3 +113,30 @@ def test_query_without_database(tmp_path, capsys):
     cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
     assert run_cli("query", "--config", str(cfg), "select 1") == 1
     assert "no database yet" in error_line(capsys)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load_and_plan(path, monkeypatch):
+    """Every config in configs/ parses, names a known adapter, roles and ABI, with real addresses."""
+    for var in ("ARBITRUM_RPC_URL", "AVALANCHE_RPC_URL", "OPTIMISM_RPC_URL", "POLYGON_RPC_URL",
+                "BASE_RPC_URL"):
+        monkeypatch.setenv(var, "https://rpc.example/key")
+    cfg = load_config(path)
+    for proto in cfg.protocols:
+        plan = build_plan(cfg, proto)
+        assert plan.topics[0] and all(c.start_block > 0 or "demo" in path.name
+                                      for c in proto.contracts)
+
+
+def test_token_and_market_entries_are_checked(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0, adapter="gmx_v2",
+                       protocol_extra='    tokens:\n      "0x' + "ab" * 20 + '": { decimals: 99 }\n')
+    assert run_cli("backfill", "--config", str(cfg)) == 2
+    line = error_line(capsys)
+    assert "protocols[0].tokens.0x" in line and "decimals" in line and "99" in line
+    cfg = write_config(tmp_path / "d.yaml", "http://127.0.0.1:1", VAULT, 0, adapter="gmx_v2",
+                       protocol_extra='    markets:\n      "0x' + "ab" * 20 + '": { index_token: "0x1", '
+                       'long_token: "0x' + "cd" * 20 + '", short_token: "0x' + "ef" * 20 + '" }\n')
+    assert run_cli("backfill", "--config", str(cfg)) == 2
+    line = error_line(capsys)
+    assert "index_token" in line and "0x1" in line and "20-byte hex address" in line

@@ -1,0 +1,161 @@
+"""The layout-aware GMX v2 EventLogData decoder against eth_abi (the reference) on payloads
+built with eth_abi from the real ABI: every item type, array items, empty groups, long strings,
+extreme values, and malformed payloads."""
+
+from __future__ import annotations
+
+import random
+
+import eth_abi
+import pytest
+
+from indexer import eventdata
+from indexer.abi import decode_logs, keccak, load_abi_dir
+from indexer.config import REPO_ROOT
+from indexer.eventdata import DATA_TYPES, EventData, decode_payload, from_reference, to_reference
+
+ABI = load_abi_dir(REPO_ROOT / "abis" / "gmx_v2")
+EVENTLOG1 = next(t for t, e in ABI.by_topic.items() if e.name == "EventLog1")
+
+
+def rand_value(rng: random.Random, group: int) -> object:
+    if group == 0:
+        return "0x" + rng.randbytes(20).hex()
+    if group == 1:
+        return rng.choice([0, 1, 2**256 - 1, 10**30, rng.getrandbits(rng.randint(1, 256))])
+    if group == 2:
+        return rng.choice([0, -1, -(2**255), 2**255 - 1, rng.getrandbits(200) - 2**199])
+    if group == 3:
+        return rng.random() < 0.5
+    if group == 4:
+        return "0x" + rng.randbytes(32).hex()
+    if group == 5:
+        return rng.randbytes(rng.choice([0, 1, 31, 32, 33, 100, 4000]))
+    length = rng.choice([0, 1, 31, 32, 33, 500, 3000])
+    return "".join(rng.choice("aZ09 ._-é€😀") for _ in range(length))
+
+
+def rand_key(rng: random.Random) -> str:
+    length = rng.choice([1, 8, 31, 32, 33, 64, 200])
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz.ABC_0123456789") for _ in range(length))
+
+
+def rand_event(rng: random.Random) -> EventData:
+    groups = []
+    for g in range(7):
+        items = {rand_key(rng): rand_value(rng, g) for _ in range(rng.choice([0, 0, 1, 3, 25]))}
+        arrays = {rand_key(rng): [rand_value(rng, g) for _ in range(rng.choice([0, 1, 2, 7]))]
+                  for _ in range(rng.choice([0, 0, 1, 2]))}
+        groups.append((items, arrays))
+    return EventData(groups)
+
+
+def encode(sender: str, name: str, ev: EventData) -> bytes:
+    return eth_abi.encode(list(DATA_TYPES), [sender, name, to_reference(ev)])
+
+
+def reference(data: bytes) -> tuple[str, str, EventData]:
+    sender, name, eld = eth_abi.decode(list(DATA_TYPES), data, strict=True)
+    return sender.lower(), name, from_reference(eld)
+
+
+def test_random_payloads_decode_exactly_as_eth_abi() -> None:
+    rng = random.Random(7)
+    seen_groups = [0] * 7
+    for i in range(300):
+        ev = rand_event(rng)
+        sender = "0x" + rng.randbytes(20).hex()
+        name = rng.choice(["PositionIncrease", "X", "", "a" * 100])
+        data = encode(sender, name, ev)
+        want = reference(data)
+        assert want == (sender, name, ev)
+        # twice: the first walks the words (and may learn a template), the second may use it
+        assert decode_payload(data) == want, i
+        assert decode_payload(data) == want, i
+        for g, (items, arrays) in enumerate(ev.groups()):
+            seen_groups[g] += bool(items) + bool(arrays)
+    assert all(n > 50 for n in seen_groups)  # every item type, as items and as arrays
+
+
+def test_template_reuse_with_other_values_and_all_empty() -> None:
+    """Same layout, different static values: the compiled template must read the new values."""
+    rng = random.Random(3)
+    keys = [rand_key(rng) for _ in range(10)]
+    for _ in range(50):
+        groups = [({k: rand_value(rng, g) for k in keys}, {"arr": [rand_value(rng, g)] * 3})
+                  if g < 5 else ({}, {}) for g in range(7)]
+        ev = EventData(groups)
+        data = encode("0x" + "11" * 20, "Same", ev)
+        assert decode_payload(data) == reference(data) == ("0x" + "11" * 20, "Same", ev)
+    empty = EventData([({}, {})] * 7)
+    data = encode("0x" + "00" * 20, "", empty)
+    assert decode_payload(data) == reference(data)
+
+
+def corrupt(data: bytes, at: int, value: bytes) -> bytes:
+    return data[:at] + value + data[at + len(value):]
+
+
+def test_malformed_payloads_are_refused_like_eth_abi() -> None:
+    rng = random.Random(11)
+    ev = EventData([({"a": "0x" + "22" * 20}, {}), ({"u": 5}, {}), ({}, {}),
+                    ({"flag": True}, {}), ({}, {}), ({"b": b"xyz"}, {}), ({"s": "text"}, {})])
+    good = encode("0x" + "33" * 20, "PositionIncrease", ev)
+    decode_payload(good)  # let a template exist for this layout
+    bad_cases = {
+        "truncated": good[:-32],
+        "truncated mid-word": good[:-5],
+        "sender padding": corrupt(good, 0, b"\x01"),
+        "huge offset": corrupt(good, 64, (2**200).to_bytes(32, "big")),
+        "bool not 0/1": None,
+        "bad utf-8 in name": None,
+    }
+    # locate the bool word and the event name in the encoding
+    flag_at = good.index(b"flag") + 32 - 64 - 32  # key "flag" then back to its value word
+    bool_word = good[flag_at:flag_at + 32]
+    assert bool_word == (1).to_bytes(32, "big")
+    bad_cases["bool not 0/1"] = corrupt(good, flag_at, (2).to_bytes(32, "big"))
+    bad_cases["bad utf-8 in name"] = corrupt(good, good.index(b"PositionIncrease"), b"\xff")
+    bad_cases["non-zero string padding"] = corrupt(good, good.index(b"text") + 10, b"\x01")
+    bad_cases["random bytes"] = rng.randbytes(len(good))
+    for what, data in bad_cases.items():
+        with pytest.raises(ValueError):
+            decode_payload(data)
+        with pytest.raises(Exception):  # noqa: B017 - eth_abi has many error types
+            eth_abi.decode(list(DATA_TYPES), data, strict=True)
+        assert what
+
+
+def log(data: bytes, name: str, topic1: str) -> dict:
+    return {"address": "0x" + "ee" * 20, "blockNumber": "0x1", "blockHash": "0x" + "ab" * 32,
+            "transactionHash": "0x" + "cd" * 32, "logIndex": "0x0", "transactionIndex": "0x0",
+            "topics": [EVENTLOG1, "0x" + keccak(name.encode()).hex(), topic1],
+            "data": "0x" + data.hex(), "removed": False}
+
+
+def test_decode_logs_uses_the_fast_path_and_quarantines_bad_logs(monkeypatch) -> None:
+    rng = random.Random(5)
+    ev = rand_event(rng)
+    data = encode("0x" + "44" * 20, "PositionDecrease", ev)
+    t1 = "0x" + "00" * 12 + "55" * 20
+    good = log(data, "PositionDecrease", t1)
+    short = log(data[:-64], "PositionDecrease", t1)
+    wrong_topics = dict(good, topics=good["topics"][:2])
+    decoded = decode_logs([good, short, wrong_topics], ABI)
+    (cols,) = decoded.events["EventLog1"]
+    assert cols.rows == [0]
+    assert cols.fields["eventData"] == [ev]
+    assert cols.fields["eventName"] == ["PositionDecrease"]
+    assert cols.fields["topic1"] == [t1]
+    assert cols.fields["msgSender"] == ["0x" + "44" * 20]
+    assert [r for r, _ in decoded.failures] == [1, 2]
+    assert "topics" in decoded.failures[1][1]
+
+    # what the fast decoder refuses goes to eth_abi, which has the last word
+    def refuse(_: bytes) -> None:
+        raise ValueError("not handled here")
+
+    monkeypatch.setattr(eventdata, "decode_payload", refuse)
+    again = decode_logs([good, short], ABI)
+    assert again.events["EventLog1"][0].fields["eventData"] == [ev]
+    assert [r for r, _ in again.failures] == [1]
