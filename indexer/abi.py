@@ -283,6 +283,11 @@ def encode_call(signature: str, args: Sequence[Any]) -> str:
     return selector(signature) + eth_abi.encode(types_list, list(args)).hex()
 
 
+def encode_values(types: Sequence[str], values: Sequence[Any]) -> bytes:
+    """``abi.encode(values)``."""
+    return eth_abi.encode(list(types), list(values))
+
+
 def decode_values(types: Sequence[str], data_hex: str) -> tuple[Any, ...]:
     return tuple(eth_abi.decode(list(types), bytes.fromhex(data_hex[2:])))
 

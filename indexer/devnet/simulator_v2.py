@@ -1,0 +1,254 @@
+"""A seeded trading simulator for the GMX-v2-style test exchange on anvil.
+
+Markets are created on chain (``MarketCreated``); then a keeper executes orders for many wallets
+(whales, mid-size, small): opens and increases (longs backed by the long token or USDC, shorts by
+USDC or the long token), partial decreases, full closes, collateral-only deposits and
+withdrawals, several executions per block, while prices random-walk with shocks and a liquidation
+sweep follows every price move (insolvent liquidations included). The transactions come from the
+keeper, not from the wallets, as on GMX v2. What the indexer is checked against is read back from
+the exchange afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from indexer.abi import decode_values, encode_call, encode_values, keccak
+from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send, wait_receipt
+from indexer.devnet.simulator import token_address
+from indexer.rpc import Rpc
+
+USD = 10**30
+#: symbol -> (decimals, start price in USD per whole token). SOL is synthetic (no contract).
+TOKENS: dict[str, tuple[int, int]] = {"WETH": (18, 3100), "WBTC": (8, 62000), "SOL": (9, 150),
+                                      "USDC": (6, 1)}
+#: market name -> (index, long, short token symbols)
+MARKETS: dict[str, tuple[str, str, str]] = {"ETH/USD": ("WETH", "WETH", "USDC"),
+                                            "BTC/USD": ("WBTC", "WBTC", "USDC"),
+                                            "SOL/USD": ("SOL", "WETH", "USDC")}
+ORDER_MARKET_INCREASE, ORDER_LIMIT_INCREASE = 2, 3
+ORDER_MARKET_DECREASE, ORDER_LIMIT_DECREASE, ORDER_STOP_LOSS = 4, 5, 6
+
+SIG_INCREASE = "increasePosition(address,address,address,bool,uint256,uint256,uint256)"
+SIG_DECREASE = "decreasePosition(address,address,address,bool,uint256,uint256,uint256)"
+SIG_LIQUIDATE = "liquidatePosition(address,address,address,bool)"
+SIG_GET_POSITION = "getPosition(bytes32)"
+SIG_OPEN_INTEREST = "getOpenInterest(address,address,bool)"
+POSITION_TYPES = ["address", "address", "address", "bool", "uint256", "uint256", "uint256",
+                  "uint256", "uint256"]
+
+PositionId = tuple[str, str, str, bool]  # account, market, collateral token, isLong
+
+
+def market_address(name: str) -> str:
+    return token_address(f"market:{name}")
+
+
+def deploy_exchange(anvil: Anvil, sender: str | None = None) -> str:
+    compiled = compile_contract(CONTRACTS / "GmxV2TestExchange.sol", "GmxV2TestExchange")
+    return deploy(anvil.rpc, sender or anvil.accounts[0], compiled)
+
+
+def unit_price(symbol: str, usd: float | int) -> int:
+    """GMX v2 price: USD per smallest unit x 1e30."""
+    decimals = TOKENS[symbol][0]
+    return int(usd * 10**6) * 10 ** (30 - decimals) // 10**6
+
+
+@dataclass
+class SimulatorV2:
+    rpc: Rpc
+    exchange: str
+    accounts: list[str]
+    seed: int = 7
+    traders: int = 30
+    whales: int = 3
+    stats: Counter[str] = field(default_factory=Counter)
+    ids: set[PositionId] = field(default_factory=set)
+    #: transaction hashes of successful liquidations
+    liquidations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.keeper = self.accounts[0]
+        self.wallets = self.accounts[2:2 + self.traders]
+        if len(self.wallets) < self.traders:
+            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
+        self.usd_prices: dict[str, float] = {s: float(p) for s, (_, p) in TOKENS.items()}
+
+    def _tx(self, data: str) -> dict[str, Any]:
+        receipt = send(self.rpc, self.keeper, self.exchange, data, gas=3_000_000)
+        self.stats["tx_ok" if receipt["status"] == "0x1" else "tx_reverted"] += 1
+        return receipt
+
+    def setup(self) -> None:
+        for symbol in TOKENS:
+            self.set_price(symbol, self.usd_prices[symbol])
+        for name, (index, long_, short) in MARKETS.items():
+            self._tx(encode_call("createMarket(address,address,address,address)", [
+                market_address(name), token_address(index), token_address(long_),
+                token_address(short)]))
+
+    def set_price(self, symbol: str, usd: float) -> None:
+        self.usd_prices[symbol] = usd
+        self._tx(encode_call("setPrice(address,uint256)",
+                             [token_address(symbol), unit_price(symbol, usd)]))
+
+    @staticmethod
+    def key(pid: PositionId) -> bytes:
+        """GMX v2 position key: keccak256(abi.encode(account, market, collateralToken, isLong))."""
+        return keccak(encode_values(["address", "address", "address", "bool"], pid))
+
+    def positions(self, ids: list[PositionId]) -> list[tuple[Any, ...]]:
+        """getPosition of each id, in one JSON-RPC batch."""
+        replies = self.rpc.batch([("eth_call", [{"to": self.exchange, "data": encode_call(
+            SIG_GET_POSITION, [self.key(pid)])}, "latest"]) for pid in ids])
+        return [decode_values(POSITION_TYPES, r) for r in replies]
+
+    def _open_ids(self) -> list[PositionId]:
+        ids = sorted(self.ids)
+        return [pid for pid, p in zip(ids, self.positions(ids), strict=True) if p[4] > 0]
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _size_for(self, wallet: str) -> int:
+        tier = self.wallets.index(wallet)
+        if tier < self.whales:
+            dollars = self.rng.randint(400_000, 6_000_000)
+        elif tier < self.whales + 7:
+            dollars = self.rng.randint(20_000, 300_000)
+        else:
+            dollars = self.rng.randint(200, 12_000)
+        return dollars * USD + self.rng.randint(0, 99) * USD // 100
+
+    def _pick_id(self) -> PositionId:
+        wallet = self.rng.choice(self.wallets)
+        name = self.rng.choice(list(MARKETS))
+        _, long_, short = MARKETS[name]
+        is_long = self.rng.random() < 0.55
+        collateral = self.rng.choice([long_, short])
+        return (wallet, market_address(name), token_address(collateral), is_long)
+
+    def _collateral_for(self, pid: PositionId, usd: int) -> int:
+        symbol = next(s for s in TOKENS if token_address(s) == pid[2])
+        return usd // unit_price(symbol, self.usd_prices[symbol])
+
+    def _increase_call(self, pid: PositionId) -> str:
+        size = self._size_for(pid[0])
+        leverage = self.rng.choice([1.5, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60])
+        collateral = self._collateral_for(pid, int(size / leverage) + size // 500)
+        order = ORDER_LIMIT_INCREASE if self.rng.random() < 0.05 else ORDER_MARKET_INCREASE
+        return encode_call(SIG_INCREASE, [*pid, size, collateral, order])
+
+    def open_or_increase(self) -> None:
+        pid = self._pick_id()
+        if self._tx(self._increase_call(pid))["status"] == "0x1":
+            self.ids.add(pid)
+            self.stats["increase"] += 1
+
+    def collateral_deposit(self) -> None:
+        ids = self._open_ids()
+        if ids:
+            pid = self.rng.choice(ids)
+            amount = self._collateral_for(pid, self.rng.randint(100, 50_000) * USD)
+            data = encode_call(SIG_INCREASE, [*pid, 0, amount, ORDER_MARKET_INCREASE])
+            if self._tx(data)["status"] == "0x1":
+                self.stats["collateral_deposit"] += 1
+
+    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
+        ids = self._open_ids()
+        if not ids:
+            return
+        pid = self.rng.choice(ids)
+        (p,) = self.positions([pid])
+        size, collateral = p[4], p[6]
+        order = self.rng.choice([ORDER_MARKET_DECREASE] * 8 + [ORDER_LIMIT_DECREASE,
+                                                                ORDER_STOP_LOSS])
+        if full:
+            size_delta, coll_delta = size, 0
+        elif collateral_only:
+            size_delta, coll_delta = 0, collateral // self.rng.randint(8, 30)
+        else:
+            size_delta = size * self.rng.randint(10, 70) // 100
+            coll_delta = collateral * self.rng.randint(0, 30) // 100
+        if self._tx(encode_call(SIG_DECREASE, [*pid, size_delta, coll_delta, order]))[
+                "status"] == "0x1":
+            self.stats["close" if full else "collateral_withdrawal" if collateral_only
+                       else "partial_decrease"] += 1
+
+    def move_price(self, shock: bool = False) -> None:
+        symbol = self.rng.choice(["WETH", "WBTC", "SOL"])
+        bps = self.rng.choice([-1500, -1000, 800, 1200]) if shock else self.rng.randint(-300, 300)
+        self.set_price(symbol, self.usd_prices[symbol] * (10_000 + bps) / 10_000)
+        self.liquidation_sweep()
+
+    def liquidation_sweep(self) -> None:
+        ids = self._open_ids()
+        if not ids:
+            return
+        replies = self.rpc.batch([("eth_call", [{"to": self.exchange, "data": encode_call(
+            "isLiquidatable(bytes32)", [self.key(pid)])}, "latest"]) for pid in ids])
+        for pid, out in zip(ids, replies, strict=True):
+            if int(out, 16):
+                receipt = self._tx(encode_call(SIG_LIQUIDATE, list(pid)))
+                if receipt["status"] == "0x1":
+                    self.liquidations.append(receipt["transactionHash"])
+                    self.stats["liquidation"] += 1
+
+    def batch_block(self) -> None:
+        """Several executions mined in one block, for different wallets."""
+        self.rpc.call("evm_setAutomine", [False])
+        hashes = []
+        try:
+            for _ in range(self.rng.randint(2, 5)):
+                pid = self._pick_id()
+                hashes.append(self.rpc.call("eth_sendTransaction", [
+                    {"from": self.keeper, "to": self.exchange, "data": self._increase_call(pid),
+                     "gas": hex(3_000_000)}]))
+                self.ids.add(pid)
+            self.rpc.call("evm_mine", [])
+        finally:
+            self.rpc.call("evm_setAutomine", [True])
+        for h in hashes:
+            ok = wait_receipt(self.rpc, h)["status"] == "0x1"
+            self.stats["tx_ok" if ok else "tx_reverted"] += 1
+            self.stats["increase"] += ok
+        self.stats["batch_blocks"] += 1
+
+    def step(self) -> None:
+        r = self.rng.random()
+        if r < 0.34 or not self.ids:
+            self.open_or_increase()
+        elif r < 0.40:
+            self.collateral_deposit()
+        elif r < 0.52:
+            self.decrease()
+        elif r < 0.57:
+            self.decrease(collateral_only=True)
+        elif r < 0.67:
+            self.decrease(full=True)
+        elif r < 0.84:
+            self.move_price(shock=self.rng.random() < 0.25)
+        elif r < 0.92:
+            self.batch_block()
+        else:
+            self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
+            self.rpc.call("evm_mine", [])
+        self.stats["steps"] += 1
+
+    def run(self, steps: int) -> dict[str, Any]:
+        for _ in range(steps):
+            self.step()
+        return dict(self.stats)
+
+    def open_interest(self) -> dict[tuple[str, str, bool], tuple[int, int]]:
+        """The exchange's own OI per (market, collateral token, side)."""
+        keys = [(market_address(n), token_address(c), lg) for n, (_, lt, st) in MARKETS.items()
+                for c in (lt, st) for lg in (True, False)]
+        replies = self.rpc.batch([("eth_call", [{"to": self.exchange, "data": encode_call(
+            SIG_OPEN_INTEREST, list(k))}, "latest"]) for k in keys])
+        return {k: decode_values(["uint256", "uint256"], r) for k, r in zip(keys, replies,
+                                                                            strict=True)}
