@@ -16,8 +16,10 @@ def test_demo_runs_and_indexes(tmp_path, monkeypatch):
     assert run_cli("demo", "--duration", "6", "--no-ui", "--traders", "12") == 0
     store = Store(db, read_only=True)
     try:
-        _, rows = store.query("SELECT count(*) FROM position_changes")
-        _, cp = store.query("SELECT block_number FROM checkpoints")
+        _, rows = store.query("SELECT protocol, count(*) FROM position_changes GROUP BY ALL")
+        _, cp = store.query("SELECT source, block_number FROM checkpoints")
     finally:
         store.close()
-    assert rows[0][0] > 0 and cp[0][0] > 0
+    rows, cp = dict(rows), dict(cp)
+    assert rows.get("gmx_v1", 0) > 0 and rows.get("gmx_v2", 0) > 0  # both simulators indexed
+    assert cp["gmx_v1_devnet"] > 0 and cp["gmx_v2_devnet"] > 0

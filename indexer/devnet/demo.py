@@ -17,6 +17,7 @@ from rich.table import Table
 from indexer.config import REPO_ROOT, load_config
 from indexer.devnet.chain import Anvil
 from indexer.devnet.simulator import SYMBOLS, Simulator, deploy_vault
+from indexer.devnet.simulator_v2 import MARKETS, SimulatorV2, deploy_exchange, market_address
 from indexer.errors import FatalError
 from indexer.pipeline import Plan, RangeResult, build_plan
 from indexer.rpc import Rpc
@@ -37,20 +38,26 @@ def _skew_bar(skew: float | None, width: int = 20) -> str:
     return "[green]" + "█" * filled + "[/green][red]" + "█" * (width - filled) + f"[/red] {skew:+.2f}"
 
 
+LABELS = {**SYMBOLS, **{market_address(n): n for n in MARKETS}}
+
+
 def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, int]) -> Group:
-    _, oi = store.query("SELECT market, long_oi_usd, short_oi_usd, total_oi_usd, skew, "
-                        "long_positions, short_positions FROM open_interest ORDER BY total_oi_usd DESC")
-    t = Table("market", "long OI", "short OI", "total OI", "skew (long green / short red)",
-              "positions L/S", title="Open interest (live, from the indexer's DuckDB)")
-    for m, lg, sh, tot, skew, nl, ns in oi:
-        t.add_row(SYMBOLS.get(m, m[:10]), _usd(lg), _usd(sh), _usd(tot), _skew_bar(skew), f"{nl}/{ns}")
-    _, wc = store.query("SELECT coalesce(market, 'ALL'), accounts, top10_share, hhi, gini, whales "
-                        "FROM whale_concentration ORDER BY market NULLS FIRST")
-    w = Table("market", "accounts", "top-10 share", "HHI", "Gini", "whales (>= $1M)",
+    _, oi = store.query("SELECT protocol, market, long_oi_usd, short_oi_usd, total_oi_usd, skew, "
+                        "long_positions, short_positions FROM open_interest "
+                        "ORDER BY protocol, total_oi_usd DESC")
+    t = Table("protocol", "market", "long OI", "short OI", "total OI",
+              "skew (long green / short red)", "positions L/S",
+              title="Open interest (live, from the indexer's DuckDB)")
+    for proto, m, lg, sh, tot, skew, nl, ns in oi:
+        t.add_row(proto, LABELS.get(m, m[:10]), _usd(lg), _usd(sh), _usd(tot), _skew_bar(skew),
+                  f"{nl}/{ns}")
+    _, wc = store.query("SELECT protocol, coalesce(market, 'ALL'), accounts, top10_share, hhi, "
+                        "gini, whales FROM whale_concentration ORDER BY protocol, market NULLS FIRST")
+    w = Table("protocol", "market", "accounts", "top-10 share", "HHI", "Gini", "whales (>= $1M)",
               title="Whale concentration")
-    for m, acc, top10, hhi, gini, whales in wc:
-        w.add_row(SYMBOLS.get(m, m[:10]), str(acc), f"{top10:.1%}", f"{hhi:.3f}", f"{gini:.3f}",
-                  str(whales))
+    for proto, m, acc, top10, hhi, gini, whales in wc:
+        w.add_row(proto, LABELS.get(m, m[:10]), str(acc), f"{top10:.1%}", f"{hhi:.3f}",
+                  f"{gini:.3f}", str(whales))
     _, kinds = store.query("SELECT kind, count(*) FROM position_changes GROUP BY ALL ORDER BY 1")
     _, top = store.query("SELECT account, sum(size_usd) s FROM positions WHERE status = 'open' "
                          "GROUP BY account ORDER BY s DESC LIMIT 5")
@@ -59,10 +66,11 @@ def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, in
         wh.add_row(acct, _usd(size))
     summary = (f"chain head [bold]{head}[/bold]  indexed to [bold]{indexed.get('block', 0)}"
                f"[/bold]  changes: " + ", ".join(f"{k} {n}" for k, n in kinds) +
-               f"  |  simulator: {stats.get('tx_ok', 0)} txs, "
+               f"  |  simulators: {stats.get('tx_ok', 0)} txs, "
                f"{stats.get('liquidation_state1', 0) + stats.get('liquidation_state2', 0)} "
-               "liquidations   (Ctrl-C to stop)")
-    return Group(Panel(summary, title="perp-indexer demo: GMX-v1-style vault on a local anvil"),
+               f"GMX v1 and {stats.get('liquidation', 0)} GMX v2 liquidations   (Ctrl-C to stop)")
+    return Group(Panel(summary, title="perp-indexer demo: GMX-v1-style vault and GMX-v2-style "
+                                      "exchange on a local anvil"),
                  t, w, wh)
 
 
@@ -70,12 +78,15 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
     anvil = Anvil(accounts=traders + 5)
     stop = threading.Event()
     try:
-        vault = deploy_vault(anvil)
+        deployed = {"gmx_v1": deploy_vault(anvil), "gmx_v2": deploy_exchange(anvil)}
+        vault, exchange = deployed["gmx_v1"], deployed["gmx_v2"]
         os.environ["DEMO_RPC_URL"] = anvil.url
         cfg = load_config(REPO_ROOT / "configs" / "demo.yaml")
-        expected = cfg.protocols[0].contracts[0].address
-        if vault != expected:
-            raise FatalError(f"test vault deployed at {vault}, configs/demo.yaml expects {expected}")
+        for proto in cfg.protocols:
+            expected = proto.contracts[0].address
+            if deployed[proto.adapter] != expected:
+                raise FatalError(f"{proto.adapter} test contract deployed at "
+                                 f"{deployed[proto.adapter]}, configs/demo.yaml expects {expected}")
         for path in (cfg.database, cfg.snapshot_path):
             path.unlink(missing_ok=True)  # a fresh chain: start a fresh database
         plans: list[Plan] = [build_plan(cfg, p) for p in cfg.protocols]
@@ -83,10 +94,13 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
         sim = Simulator(sim_rpc, vault, anvil.accounts, seed=int(time.time()) % 1000,
                         traders=traders)
         sim.setup()
+        sim2 = SimulatorV2(sim_rpc, exchange, anvil.accounts, seed=sim.seed + 1, traders=traders)
+        sim2.setup()
 
         def trade() -> None:
             while not stop.is_set():
                 sim.step()
+                sim2.step()
                 stop.wait(0.05)
 
         trader = threading.Thread(target=trade, name="simulator", daemon=True)
@@ -107,16 +121,17 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
 
         def on_idle() -> None:
             if live is not None:
-                live.update(render(store, rpc.fetch_head(), dict(sim.stats), indexed))
+                live.update(render(store, rpc.fetch_head(), dict(sim.stats + sim2.stats),
+                                   indexed))
             if time.monotonic() - last_snapshot[0] > cfg.snapshot_interval:
                 store.publish_snapshot(cfg.snapshot_path)
                 last_snapshot[0] = time.monotonic()
             if duration is not None and time.monotonic() - started > duration:
                 stop.set()
 
-        logger.info("demo: anvil at %s, vault %s, database %s (query it from another shell with "
+        logger.info("demo: anvil at %s, GMX v1 vault %s, GMX v2 exchange %s, database %s (query it from another shell with "
                     "`perp-indexer query --config configs/demo.yaml \"select * from open_interest\"`"
-                    " while DEMO_RPC_URL=%s)", anvil.url, vault, cfg.database, anvil.url)
+                    " while DEMO_RPC_URL=%s)", anvil.url, vault, exchange, cfg.database, anvil.url)
         try:
             if live is not None:
                 live.start()
