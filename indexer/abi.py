@@ -145,8 +145,8 @@ def _decode_static(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int]
         log = logs[r]
         d, tps = log["data"], log["topics"]
         if len(d) != want:
-            failures.append((r, f"{ev.name}: data is {(len(d) - 2) // 2} bytes, "
-                                f"{ev.signature} needs {n_words * 32}"))
+            failures.append((r, (f"{ev.name}: data is {(len(d) - 2) // 2} bytes, "
+                                 f"{ev.signature} needs {n_words * 32}")))
         elif len(tps) != n_topics:
             failures.append((r, f"{ev.name}: {len(tps)} topics, {ev.signature} needs {n_topics}"))
         else:

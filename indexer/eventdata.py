@@ -38,9 +38,22 @@ _KEYS: dict[bytes, str] = {}
 class EventData:
     """One decoded ``EventLogData``: per group, key -> value and key -> list of values."""
 
-    __slots__ = ("address", "address_array", "uint", "uint_array", "int", "int_array", "bool",
-                 "bool_array", "bytes32", "bytes32_array", "bytes", "bytes_array", "string",
-                 "string_array")
+    __slots__ = (
+        "address",
+        "address_array",
+        "bool",
+        "bool_array",
+        "bytes",
+        "bytes32",
+        "bytes32_array",
+        "bytes_array",
+        "int",
+        "int_array",
+        "string",
+        "string_array",
+        "uint",
+        "uint_array",
+    )
 
     address: dict[str, str]
     address_array: dict[str, list[str]]
@@ -94,7 +107,7 @@ def decode_payload(data: bytes) -> tuple[str, str, EventData]:
 
 
 class _Template:
-    __slots__ = ("pattern", "build")
+    __slots__ = ("build", "pattern")
 
     def __init__(self, pattern: re.Pattern[bytes], build: Any) -> None:
         self.pattern = pattern
@@ -132,7 +145,7 @@ def _learn(data: bytes, result: tuple[str, str, EventData],
     parts: list[bytes] = []
     prev = 0
     for pos, group, _, _ in slots:
-        kind = 0 if group < 0 else group
+        kind = max(group, 0)
         if pos < prev:
             return  # overlapping reads (a non-canonical encoding): walk those every time
         parts.append(re.escape(data[prev:pos]))

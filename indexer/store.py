@@ -231,8 +231,8 @@ class Store:
         bad = sorted({i for name, col in usd.items() for i, v in enumerate(col)
                       if v is None and c[name][i] is not None})
         overflow = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
-                     f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
-                     "DECIMAL(38,18) USD") for i in bad]
+                     (f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
+                      "DECIMAL(38,18) USD")) for i in bad]
         keep = [i for i in range(n) if i not in set(bad)] if bad else None
 
         def col(values: list[Any]) -> list[Any]:

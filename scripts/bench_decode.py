@@ -26,7 +26,7 @@ import eth_abi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer import eventdata  # noqa: E402
+from indexer import eventdata
 
 EVENTLOG1 = "0x137a44067c8961cd7e1d876f4754a5a3a75989b4552f1843fc69c3b372def160"
 

@@ -16,6 +16,7 @@ import pytest
 
 from indexer.cli import main
 from indexer.devnet.chain import free_port
+from indexer.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PERP_SHARED_DIR", ROOT.parent / "shared")).resolve()
@@ -109,6 +110,29 @@ protocols:
       {ROLES[adapter]}: {{ address: "{address}", start_block: {start_block} }}
 {protocol_extra}""")
     return path
+
+
+#: What "the same database" means in the tests: every table, in a stable order, without the
+#: columns that record when a row was written.
+DUMP_TABLES = {
+    "position_changes": "SELECT * EXCLUDE (block_time) FROM position_changes "
+                        "ORDER BY block_number, log_index",
+    "positions": "SELECT * FROM positions ORDER BY position_key",
+    "markets": "SELECT * FROM markets ORDER BY block_number, log_index",
+    "protocol_open_interest": "SELECT * FROM protocol_open_interest "
+                              "ORDER BY block_number, log_index",
+    "funding_updates": "SELECT * FROM funding_updates ORDER BY block_number, log_index",
+    "checkpoints": "SELECT * EXCLUDE (updated_at) FROM checkpoints",
+    "quarantine": "SELECT count(*) FROM quarantine",
+}
+
+
+def dump(db: Path) -> dict[str, list[tuple]]:
+    store = Store(db, read_only=True)
+    try:
+        return {name: store.query(sql)[1] for name, sql in DUMP_TABLES.items()}
+    finally:
+        store.close()
 
 
 def run_cli(*args: str) -> int:

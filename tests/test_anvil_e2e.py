@@ -15,10 +15,15 @@ import pytest
 
 from indexer.abi import decode_values
 from indexer.devnet.chain import Anvil, call
-from indexer.devnet.simulator import INDEX_TOKENS, SIG_GET_POSITION, Simulator, deploy_vault, \
-    token_address
+from indexer.devnet.simulator import (
+    INDEX_TOKENS,
+    SIG_GET_POSITION,
+    Simulator,
+    deploy_vault,
+    token_address,
+)
 from indexer.store import Store
-from tests.conftest import ROOT, run_cli, write_config
+from tests.conftest import ROOT, dump, run_cli, write_config
 
 pytestmark = pytest.mark.anvil
 
@@ -97,7 +102,7 @@ def test_backfill_equals_vault_state(tmp_path, chain):
 
 
 def test_resume_equals_one_run(tmp_path, chain):
-    from tests.test_gmx_v1_recording import dump
+
 
     anvil, vault, sim = chain
     sim.run(120)
@@ -166,7 +171,7 @@ def test_sync_follows_head_serves_queries_and_stops_on_sigterm(tmp_path, chain):
 def test_sync_rolls_back_a_reorg_and_equals_a_clean_run(tmp_path, chain, capsys):
     """Blocks with events are replaced by other blocks with other events (evm_revert + new
     trading): the next sync pass rolls back to the common ancestor and replays."""
-    from tests.test_gmx_v1_recording import dump
+
 
     anvil, vault, sim = chain
     sim.run(40)

@@ -10,8 +10,13 @@ import pytest
 
 from indexer.devnet.chain import Anvil
 from indexer.devnet.simulator import token_address
-from indexer.devnet.simulator_v2 import MARKETS, TOKENS, SimulatorV2, deploy_exchange, \
-    market_address
+from indexer.devnet.simulator_v2 import (
+    MARKETS,
+    TOKENS,
+    SimulatorV2,
+    deploy_exchange,
+    market_address,
+)
 from indexer.store import Store
 from tests.conftest import run_cli, write_config
 

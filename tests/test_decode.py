@@ -91,10 +91,10 @@ def test_undecodable_logs_are_reported_not_dropped(data, reason):
 @pytest.mark.parametrize("message, data, suggested", [
     ("block range too large: requested 500 blocks, max is 50", None, 50),
     ("query returned more than 10000 results", {"from": "0x10", "to": "0x1f"}, 16),
-    ("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range "
-     "and no limit on the response size, or you can request any block range with a cap of 10K "
-     "logs in the response. Based on your parameters, this block range should work: "
-     "[0x1, 0x3e8]", None, 1000),
+    (("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range "
+      "and no limit on the response size, or you can request any block range with a cap of 10K "
+      "logs in the response. Based on your parameters, this block range should work: "
+      "[0x1, 0x3e8]"), None, 1000),
     ("eth_getLogs is limited to a 1000 range", None, 1000),
     ("query returned more than 20 results", None, None),
 ])

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from indexer.store import Store, to_decimal18
-from tests.conftest import run_cli, write_config
+from tests.conftest import dump, run_cli, write_config
 
 pytestmark = pytest.mark.replay
-
-TABLES = {
-    "position_changes": "SELECT * EXCLUDE (block_time) FROM position_changes "
-                        "ORDER BY block_number, log_index",
-    "positions": "SELECT * FROM positions ORDER BY position_key",
-    "checkpoints": "SELECT * EXCLUDE (updated_at) FROM checkpoints",
-    "quarantine": "SELECT count(*) FROM quarantine",
-}
-
-
-def dump(db: Path) -> dict[str, list[tuple]]:
-    store = Store(db, read_only=True)
-    try:
-        return {name: store.query(sql)[1] for name, sql in TABLES.items()}
-    finally:
-        store.close()
-
 
 def check_snapshot(store: Store, snap: dict, tokens: dict) -> int:
     _, rows = store.query(

@@ -9,28 +9,9 @@ from pathlib import Path
 import pytest
 
 from indexer.store import Store
-from tests.conftest import GMX_V2_DATA, run_cli, write_config
+from tests.conftest import GMX_V2_DATA, dump, run_cli, write_config
 
 pytestmark = pytest.mark.replay
-
-TABLES = {
-    "position_changes": "SELECT * EXCLUDE (block_time) FROM position_changes "
-                        "ORDER BY block_number, log_index",
-    "positions": "SELECT * FROM positions ORDER BY position_key",
-    "markets": "SELECT * FROM markets ORDER BY block_number, log_index",
-    "protocol_open_interest": "SELECT * FROM protocol_open_interest ORDER BY block_number, log_index",
-    "checkpoints": "SELECT * EXCLUDE (updated_at) FROM checkpoints",
-    "quarantine": "SELECT count(*) FROM quarantine",
-}
-
-
-def dump(db: Path) -> dict[str, list[tuple]]:
-    store = Store(db, read_only=True)
-    try:
-        return {name: store.query(sql)[1] for name, sql in TABLES.items()}
-    finally:
-        store.close()
-
 
 def backfill(tmp_path: Path, url: str, truth: dict, name: str, to: int | None = None,
              **kw: object) -> Path:

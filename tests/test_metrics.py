@@ -15,12 +15,13 @@ def make_rows(rng: random.Random, n_accounts: int) -> RangeRows:
         "collateral_after", "price", "fee", "realized_pnl", "entry_price")}
     for i in range(n_accounts * 2):
         size = rng.choice([rng.randint(100, 50_000), rng.randint(1_000_000, 9_000_000)]) * 10**30
-        vals = dict(block_number=10 + i, block_time=1_700_000_000 + 3600 * i, tx_hash=f"0x{i:064x}",
-                    log_index=0, position_key=f"0x{i:064x}", account=f"0x{i % n_accounts:040x}",
-                    market=rng.choice(["0xa", "0xb"]), collateral_token="0xc",
-                    is_long=rng.random() < 0.6, kind="increase", size_delta=size,
-                    collateral_delta=size // 10, size_after=size, collateral_after=size // 10,
-                    price=10**33, fee=0, realized_pnl=0, entry_price=10**33)
+        vals = {"block_number": 10 + i, "block_time": 1_700_000_000 + 3600 * i,
+                "tx_hash": f"0x{i:064x}", "log_index": 0, "position_key": f"0x{i:064x}",
+                "account": f"0x{i % n_accounts:040x}", "market": rng.choice(["0xa", "0xb"]),
+                "collateral_token": "0xc", "is_long": rng.random() < 0.6, "kind": "increase",
+                "size_delta": size, "collateral_delta": size // 10, "size_after": size,
+                "collateral_after": size // 10, "price": 10**33, "fee": 0, "realized_pnl": 0,
+                "entry_price": 10**33}
         for k, v in vals.items():
             cols[k].append(v)
     return RangeRows(1, "gmx_v1", "src", 30, cols,

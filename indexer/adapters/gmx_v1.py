@@ -65,8 +65,8 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         elif name in ("IncreasePosition", "DecreasePosition"):
             previous = pending.pop((tx, f["key"]), None)
             if previous is not None:
-                rejected.append((previous[0], f"{previous[1]} without UpdatePosition/"
-                                              "ClosePosition before the next change of its key"))
+                rejected.append((previous[0], (f"{previous[1]} without UpdatePosition/"
+                                               "ClosePosition before the next change of its key")))
             pending[(tx, f["key"])] = (row, name, f)
         elif name == "LiquidatePosition":
             changes.append(
@@ -79,8 +79,8 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         else:  # UpdatePosition / ClosePosition: the state after the pending change
             opening = pending.pop((tx, f["key"]), None)
             if opening is None:
-                rejected.append((row, f"{name} without a preceding Increase/DecreasePosition "
-                                      "of the same key in its transaction"))
+                rejected.append((row, (f"{name} without a preceding Increase/DecreasePosition "
+                                       "of the same key in its transaction")))
                 continue
             o_row, o_name, o = opening
             closing = name == "ClosePosition"

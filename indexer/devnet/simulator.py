@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.abi import decode_values, encode_call
-from indexer.devnet.chain import (CONTRACTS, Anvil, call, compile_contract, deploy, send,
-                                  wait_receipt)
+from indexer.devnet.chain import (
+    CONTRACTS,
+    Anvil,
+    call,
+    compile_contract,
+    deploy,
+    send,
+    wait_receipt,
+)
 from indexer.rpc import Rpc
 
 USD = 10**30
@@ -36,6 +43,30 @@ def token_address(symbol: str) -> str:
 
 
 SYMBOLS = {token_address(s): s for s in TOKENS}
+
+def trade_size(rng: random.Random, tier: int, whales: int) -> int:
+    """A trade size in USD x 1e30 for the wallet at ``tier``: the first ``whales`` wallets trade
+    millions, the next 7 tens to hundreds of thousands, the rest hundreds to thousands."""
+    if tier < whales:
+        dollars = rng.randint(400_000, 6_000_000)
+    elif tier < whales + 7:
+        dollars = rng.randint(20_000, 300_000)
+    else:
+        dollars = rng.randint(200, 12_000)
+    return dollars * USD + rng.randint(0, 99) * USD // 100
+
+
+def mine_together(rpc: Rpc, txs: list[dict[str, Any]]) -> list[bool]:
+    """Send ``txs`` (eth_sendTransaction objects) and mine them in one block; success of each."""
+    rpc.call("evm_setAutomine", [False])
+    hashes = []
+    try:
+        hashes = [rpc.call("eth_sendTransaction", [tx]) for tx in txs]
+        rpc.call("evm_mine", [])
+    finally:
+        rpc.call("evm_setAutomine", [True])
+    return [wait_receipt(rpc, h)["status"] == "0x1" for h in hashes]
+
 
 SIG_INCREASE = "increasePosition(address,address,address,uint256,uint256,bool)"
 SIG_DECREASE = "decreasePosition(address,address,address,uint256,uint256,bool,address)"
@@ -96,14 +127,7 @@ class Simulator:
     # -- actions -----------------------------------------------------------------------------
 
     def _size_for(self, wallet: str) -> int:
-        tier = self.wallets.index(wallet)
-        if tier < self.whales:
-            dollars = self.rng.randint(400_000, 6_000_000)
-        elif tier < self.whales + 7:
-            dollars = self.rng.randint(20_000, 300_000)
-        else:
-            dollars = self.rng.randint(200, 12_000)
-        return dollars * USD + self.rng.randint(0, 99) * USD // 100
+        return trade_size(self.rng, self.wallets.index(wallet), self.whales)
 
     def _pick_id(self) -> PositionId:
         wallet = self.rng.choice(self.wallets)
@@ -175,25 +199,17 @@ class Simulator:
 
     def batch_block(self) -> None:
         """Several trades mined in one block (transactions from distinct wallets)."""
-        self.rpc.call("evm_setAutomine", [False])
-        hashes = []
-        try:
-            senders: set[str] = set()
-            for _ in range(self.rng.randint(2, 6)):
-                pid = self._pick_id()
-                if pid[0] in senders:
-                    continue
-                senders.add(pid[0])
-                size = self._size_for(pid[0])
-                data = encode_call(SIG_INCREASE, [*pid[:3], size // 10 + size // 1000, size, pid[3]])
-                hashes.append(self.rpc.call("eth_sendTransaction", [
-                    {"from": pid[0], "to": self.vault, "data": data, "gas": hex(1_000_000)}]))
-                self.ids.add(pid)
-            self.rpc.call("evm_mine", [])
-        finally:
-            self.rpc.call("evm_setAutomine", [True])
-        for h in hashes:
-            ok = wait_receipt(self.rpc, h)["status"] == "0x1"
+        txs, pids = [], []
+        for _ in range(self.rng.randint(2, 6)):
+            pid = self._pick_id()
+            if pid[0] in {p[0] for p in pids}:
+                continue
+            size = self._size_for(pid[0])
+            data = encode_call(SIG_INCREASE, [*pid[:3], size // 10 + size // 1000, size, pid[3]])
+            txs.append({"from": pid[0], "to": self.vault, "data": data, "gas": hex(1_000_000)})
+            pids.append(pid)
+        self.ids.update(pids)
+        for ok in mine_together(self.rpc, txs):
             self.stats["tx_ok" if ok else "tx_reverted"] += 1
             self.stats["increase"] += ok
         self.stats["batch_blocks"] += 1

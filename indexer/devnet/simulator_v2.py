@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.abi import decode_values, encode_call, encode_values, keccak
-from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send, wait_receipt
-from indexer.devnet.simulator import token_address
+from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
+from indexer.devnet.simulator import mine_together, token_address, trade_size
 from indexer.rpc import Rpc
 
 USD = 10**30
@@ -52,7 +52,7 @@ def deploy_exchange(anvil: Anvil, sender: str | None = None) -> str:
     return deploy(anvil.rpc, sender or anvil.accounts[0], compiled)
 
 
-def unit_price(symbol: str, usd: float | int) -> int:
+def unit_price(symbol: str, usd: float) -> int:
     """GMX v2 price: USD per smallest unit x 1e30."""
     decimals = TOKENS[symbol][0]
     return int(usd * 10**6) * 10 ** (30 - decimals) // 10**6
@@ -115,14 +115,7 @@ class SimulatorV2:
     # -- actions -----------------------------------------------------------------------------
 
     def _size_for(self, wallet: str) -> int:
-        tier = self.wallets.index(wallet)
-        if tier < self.whales:
-            dollars = self.rng.randint(400_000, 6_000_000)
-        elif tier < self.whales + 7:
-            dollars = self.rng.randint(20_000, 300_000)
-        else:
-            dollars = self.rng.randint(200, 12_000)
-        return dollars * USD + self.rng.randint(0, 99) * USD // 100
+        return trade_size(self.rng, self.wallets.index(wallet), self.whales)
 
     def _pick_id(self) -> PositionId:
         wallet = self.rng.choice(self.wallets)
@@ -200,20 +193,11 @@ class SimulatorV2:
 
     def batch_block(self) -> None:
         """Several executions mined in one block, for different wallets."""
-        self.rpc.call("evm_setAutomine", [False])
-        hashes = []
-        try:
-            for _ in range(self.rng.randint(2, 5)):
-                pid = self._pick_id()
-                hashes.append(self.rpc.call("eth_sendTransaction", [
-                    {"from": self.keeper, "to": self.exchange, "data": self._increase_call(pid),
-                     "gas": hex(3_000_000)}]))
-                self.ids.add(pid)
-            self.rpc.call("evm_mine", [])
-        finally:
-            self.rpc.call("evm_setAutomine", [True])
-        for h in hashes:
-            ok = wait_receipt(self.rpc, h)["status"] == "0x1"
+        pids = [self._pick_id() for _ in range(self.rng.randint(2, 5))]
+        self.ids.update(pids)
+        for ok in mine_together(self.rpc, [
+                {"from": self.keeper, "to": self.exchange, "data": self._increase_call(pid),
+                 "gas": hex(3_000_000)} for pid in pids]):
             self.stats["tx_ok" if ok else "tx_reverted"] += 1
             self.stats["increase"] += ok
         self.stats["batch_blocks"] += 1
