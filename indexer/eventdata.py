@@ -100,9 +100,10 @@ def decode_payload(data: bytes) -> tuple[str, str, EventData]:
         if m is not None:
             return template.build(m.groups())
     slots: list[tuple[int, int, str | None, int]] = []
-    result = _walk(data, slots)
+    spans: list[tuple[int, int]] = []
+    result = _walk(data, slots, spans)
     if slots and slots[-1][0] >= 0:  # only static values: the layout can become a template
-        _learn(data, result, slots)
+        _learn(data, result, slots, spans)
     return result
 
 
@@ -131,7 +132,7 @@ def _signed(v: int) -> int:
 
 
 def _learn(data: bytes, result: tuple[str, str, EventData],
-           slots: list[tuple[int, int, str | None, int]]) -> None:
+           slots: list[tuple[int, int, str | None, int]], spans: list[tuple[int, int]]) -> None:
     """Compile the layout of a decoded payload into a regex + builder (values -> EventData).
 
     ``slots`` lists every value word: (position, group, key, array index or -1); group -1 is
@@ -142,6 +143,15 @@ def _learn(data: bytes, result: tuple[str, str, EventData],
     if _template_count >= _MAX_TEMPLATES:
         return
     slots = sorted(slots, key=lambda s: s[0])
+    # A value word that is also read as structure (an offset, a length, key bytes) would let a
+    # template accept bytes the walk reads differently: only canonical layouts become templates.
+    structure = sorted(spans)
+    j = 0
+    for pos, _, _, _ in slots:
+        while j < len(structure) and structure[j][1] <= pos:
+            j += 1
+        if j < len(structure) and structure[j][0] < pos + 32:
+            return
     parts: list[bytes] = []
     prev = 0
     for pos, group, _, _ in slots:
@@ -173,14 +183,23 @@ def _learn(data: bytes, result: tuple[str, str, EventData],
     _template_count += 1
 
 
-def _walk(data: bytes, slots: list[tuple[int, int, str | None, int]]) -> tuple[str, str, EventData]:
-    """The word-by-word decoder. Appends every static value read to ``slots``; a dynamic value
-    (bytes or string) appends a slot with position -1, which rules out a template."""
+def _walk(data: bytes, slots: list[tuple[int, int, str | None, int]],
+          spans: list[tuple[int, int]]) -> tuple[str, str, EventData]:
+    """The word-by-word decoder. Appends every static value read to ``slots`` and every
+    structural read (offsets, lengths, key and string bytes) to ``spans`` as (start, end); a
+    dynamic value (bytes or string) appends a slot with position -1, which rules out a template."""
     n = len(data)
     frombytes = int.from_bytes
     record = slots.append
+    span = spans.append
 
     def word(p: int) -> int:
+        if p < 0 or p + 32 > n:
+            raise ValueError(f"read past the end of the data at byte {p}")
+        span((p, p + 32))
+        return frombytes(data[p:p + 32], "big")
+
+    def value_word(p: int) -> int:
         if p < 0 or p + 32 > n:
             raise ValueError(f"read past the end of the data at byte {p}")
         return frombytes(data[p:p + 32], "big")
@@ -194,6 +213,7 @@ def _walk(data: bytes, slots: list[tuple[int, int, str | None, int]]) -> tuple[s
             raise ValueError(f"bytes of length {length} at {p} run past the end of the data")
         if data[end:padded].strip(b"\0"):
             raise ValueError(f"non-zero padding after the bytes at {p}")
+        span((start, padded))
         return data[start:end]
 
     def key(p: int) -> str:
@@ -213,7 +233,7 @@ def _walk(data: bytes, slots: list[tuple[int, int, str | None, int]]) -> tuple[s
         return "0x" + data[p + 12:p + 32].hex()
 
     def boolean(p: int) -> bool:
-        v = word(p)
+        v = value_word(p)
         if v > 1:
             raise ValueError(f"bool word at {p} is neither 0 nor 1")
         return v == 1
@@ -226,7 +246,7 @@ def _walk(data: bytes, slots: list[tuple[int, int, str | None, int]]) -> tuple[s
     def string(p: int) -> str:
         return raw_bytes(p).decode("utf-8")
 
-    static = (address, word, lambda p: _signed(word(p)), boolean, bytes32)
+    static = (address, value_word, lambda p: _signed(value_word(p)), boolean, bytes32)
     dynamic = (raw_bytes, string)
 
     def array(p: int) -> tuple[int, int]:

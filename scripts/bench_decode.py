@@ -65,7 +65,7 @@ def main() -> int:
     ref = rate(lambda p: eth_abi.decode(types, p, strict=True), payloads[:2000], args.seconds)
 
     def walk(p: bytes) -> None:
-        eventdata._walk(p, [])
+        eventdata._walk(p, [], [])
 
     cold = rate(walk, payloads, args.seconds)
     for p in payloads:  # learn the layouts

@@ -159,3 +159,30 @@ def test_decode_logs_uses_the_fast_path_and_quarantines_bad_logs(monkeypatch) ->
     again = decode_logs([good, short], ABI)
     assert again.events["EventLog1"][0].fields["eventData"] == [ev]
     assert [r for r, _ in again.failures] == [1]
+
+
+def test_non_canonical_overlap_never_becomes_a_template() -> None:
+    """An offset that points at a value word (legal ABI, never produced by solc): a payload of
+    that shape must not teach a template, or the next one with another value there would be
+    read as a value while it is structure."""
+    ev = EventData([({}, {}), ({"u": 0}, {}), ({}, {}), ({}, {}), ({}, {}), ({}, {}), ({}, {})])
+    data = bytearray(encode("0x" + "66" * 20, "Overlap", ev))
+
+    def word(p: int) -> int:
+        return int.from_bytes(data[p:p + 32], "big")
+
+    eld = word(64)
+    base = eld + word(eld + 32)          # the uint group
+    first = base + word(base) + 32       # first element offset of its items array
+    value_at = first + word(first) + 32  # the value word of item "u"
+    data[base + 32:base + 64] = (value_at - base).to_bytes(32, "big")  # arrayItems -> that word
+    p1 = bytes(data)
+    assert decode_payload(p1) == reference(p1)
+    p2 = bytes(data[:value_at]) + (1).to_bytes(32, "big") + bytes(data[value_at + 32:])
+    try:
+        want = reference(p2)
+    except Exception:  # noqa: BLE001 - eth_abi refuses it: so must we
+        with pytest.raises(ValueError):
+            decode_payload(p2)
+    else:
+        assert decode_payload(p2) == want
