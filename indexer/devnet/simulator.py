@@ -68,6 +68,48 @@ def mine_together(rpc: Rpc, txs: list[dict[str, Any]]) -> list[bool]:
     return [wait_receipt(rpc, h)["status"] == "0x1" for h in hashes]
 
 
+class TradingLoop:
+    """The action mix both simulators share; a subclass provides the actions, ``rng``, ``rpc``,
+    ``ids``, ``stats`` and ``lock``, and its own weights."""
+
+    #: Cumulative probabilities of: open/increase, collateral deposit, decrease, collateral
+    #: withdrawal, full close, price move, batch block; the rest is a time jump.
+    MIX: tuple[float, float, float, float, float, float, float]
+    #: Chance that a price move is a shock.
+    SHOCK: float
+
+    def time_jump(self) -> None:
+        self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
+        self.rpc.call("evm_mine", [])
+
+    def step(self) -> None:
+        with self.lock:
+            r = self.rng.random()
+            opening, deposit, decrease, withdrawal, close, price, batch = self.MIX
+            if r < opening or not self.ids:
+                self.open_or_increase()
+            elif r < deposit:
+                self.collateral_deposit()
+            elif r < decrease:
+                self.decrease()
+            elif r < withdrawal:
+                self.decrease(collateral_only=True)
+            elif r < close:
+                self.decrease(full=True)
+            elif r < price:
+                self.move_price(shock=self.rng.random() < self.SHOCK)
+            elif r < batch:
+                self.batch_block()
+            else:
+                self.time_jump()
+            self.stats["steps"] += 1
+
+    def run(self, steps: int) -> dict[str, Any]:
+        for _ in range(steps):
+            self.step()
+        return dict(self.stats)
+
+
 SIG_INCREASE = "increasePosition(address,address,address,uint256,uint256,bool)"
 SIG_DECREASE = "decreasePosition(address,address,address,uint256,uint256,bool,address)"
 SIG_LIQUIDATE = "liquidatePosition(address,address,address,bool,address)"
@@ -83,7 +125,10 @@ def deploy_vault(anvil: Anvil) -> str:
 
 
 @dataclass
-class Simulator:
+class Simulator(TradingLoop):
+    MIX = (0.34, 0.42, 0.54, 0.60, 0.70, 0.84, 0.92)
+    SHOCK = 0.2
+
     rpc: Rpc
     vault: str
     accounts: list[str]
@@ -214,32 +259,3 @@ class Simulator:
             self.stats["increase"] += ok
         self.stats["batch_blocks"] += 1
 
-    def time_jump(self) -> None:
-        self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
-        self.rpc.call("evm_mine", [])
-
-    def step(self) -> None:
-        with self.lock:
-            r = self.rng.random()
-            if r < 0.34 or not self.ids:
-                self.open_or_increase()
-            elif r < 0.42:
-                self.collateral_deposit()
-            elif r < 0.54:
-                self.decrease()
-            elif r < 0.60:
-                self.decrease(collateral_only=True)
-            elif r < 0.70:
-                self.decrease(full=True)
-            elif r < 0.84:
-                self.move_price(shock=self.rng.random() < 0.2)
-            elif r < 0.92:
-                self.batch_block()
-            else:
-                self.time_jump()
-            self.stats["steps"] += 1
-
-    def run(self, steps: int) -> dict[str, Any]:
-        for _ in range(steps):
-            self.step()
-        return dict(self.stats)

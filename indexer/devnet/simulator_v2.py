@@ -12,13 +12,14 @@ the exchange afterwards.
 from __future__ import annotations
 
 import random
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.abi import decode_values, encode_call, encode_values, keccak
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
-from indexer.devnet.simulator import mine_together, token_address, trade_size
+from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
 from indexer.rpc import Rpc
 
 USD = 10**30
@@ -59,7 +60,10 @@ def unit_price(symbol: str, usd: float) -> int:
 
 
 @dataclass
-class SimulatorV2:
+class SimulatorV2(TradingLoop):
+    MIX = (0.34, 0.40, 0.52, 0.57, 0.67, 0.84, 0.92)
+    SHOCK = 0.25
+
     rpc: Rpc
     exchange: str
     accounts: list[str]
@@ -78,6 +82,7 @@ class SimulatorV2:
         if len(self.wallets) < self.traders:
             raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
         self.usd_prices: dict[str, float] = {s: float(p) for s, (_, p) in TOKENS.items()}
+        self.lock = threading.Lock()
 
     def _tx(self, data: str) -> dict[str, Any]:
         receipt = send(self.rpc, self.keeper, self.exchange, data, gas=3_000_000)
@@ -201,32 +206,6 @@ class SimulatorV2:
             self.stats["tx_ok" if ok else "tx_reverted"] += 1
             self.stats["increase"] += ok
         self.stats["batch_blocks"] += 1
-
-    def step(self) -> None:
-        r = self.rng.random()
-        if r < 0.34 or not self.ids:
-            self.open_or_increase()
-        elif r < 0.40:
-            self.collateral_deposit()
-        elif r < 0.52:
-            self.decrease()
-        elif r < 0.57:
-            self.decrease(collateral_only=True)
-        elif r < 0.67:
-            self.decrease(full=True)
-        elif r < 0.84:
-            self.move_price(shock=self.rng.random() < 0.25)
-        elif r < 0.92:
-            self.batch_block()
-        else:
-            self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
-            self.rpc.call("evm_mine", [])
-        self.stats["steps"] += 1
-
-    def run(self, steps: int) -> dict[str, Any]:
-        for _ in range(steps):
-            self.step()
-        return dict(self.stats)
 
     def open_interest(self) -> dict[tuple[str, str, bool], tuple[int, int]]:
         """The exchange's own OI per (market, collateral token, side)."""
