@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,13 @@ def _canonical_type(param: dict[str, Any]) -> str:
 class AbiEvents:
     by_topic: dict[str, EventDef]
     folder: str
+    #: (topic0, number of topics) -> event, for versions of one event that differ only in
+    #: which arguments are indexed (same topic0, different layout; e.g. Synthetix perps v1
+    #: ``PositionLiquidated`` with three indexed arguments, v2 with none).
+    by_shape: dict[tuple[str, int], EventDef] = field(default_factory=dict)
+
+    def event_for(self, topic0: str, n_topics: int) -> EventDef:
+        return self.by_shape.get((topic0, n_topics)) or self.by_topic[topic0]
 
     @property
     def names(self) -> set[str]:
@@ -60,6 +67,7 @@ def load_abi_dir(folder: Path) -> AbiEvents:
     if not folder.is_dir():
         raise AbiError(f"{folder}: ABI folder not found")
     by_topic: dict[str, EventDef] = {}
+    by_shape: dict[tuple[str, int], EventDef] = {}
     files = sorted(folder.glob("*.json"))
     if not files:
         raise AbiError(f"{folder}: no *.json ABI files")
@@ -84,8 +92,13 @@ def load_abi_dir(folder: Path) -> AbiEvents:
             ev = EventDef(name, sig, topic_of(sig), inputs, f.name)
             if item.get("anonymous"):
                 continue
-            by_topic[ev.topic0] = ev
-    return AbiEvents(by_topic, str(folder))
+            shape = (ev.topic0, 1 + sum(ix for _, _, ix in inputs))
+            if shape in by_shape:
+                raise AbiError(f"{f}: event {sig} with {shape[1] - 1} indexed arguments is "
+                               f"declared twice (also in {by_shape[shape].source})")
+            by_shape[shape] = ev
+            by_topic.setdefault(ev.topic0, ev)
+    return AbiEvents(by_topic, str(folder), by_shape)
 
 
 # -- batch decoding ------------------------------------------------------------------------------
@@ -247,18 +260,18 @@ def _decode_eventlog(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[in
 
 def decode_logs(logs: Sequence[dict[str, Any]], abi: AbiEvents) -> Decoded:
     """Decode a batch of raw logs (as eth_getLogs returns them) grouped by event, in columns."""
-    by_topic: dict[str, list[int]] = {}
+    by_event: dict[int, tuple[EventDef, list[int]]] = {}
     failures: list[tuple[int, str]] = []
     for i, log in enumerate(logs):
         tps = log.get("topics") or []
         t0 = tps[0].lower() if tps else ""
         if t0 in abi.by_topic:
-            by_topic.setdefault(t0, []).append(i)
+            ev = abi.event_for(t0, len(tps))
+            by_event.setdefault(id(ev), (ev, []))[1].append(i)
         else:
             failures.append((i, f"unknown topic0 {t0 or '(none)'} for the ABI in {abi.folder}"))
     events: dict[str, list[EventColumns]] = {}
-    for t0, rows in by_topic.items():
-        ev = abi.by_topic[t0]
+    for ev, rows in by_event.values():
         if ev.static:
             decode = _decode_static
         elif tuple(ev.data_types) == eventdata.DATA_TYPES:

@@ -239,10 +239,20 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
     c = _Reader(file, r.raw("contracts"), r.key("contracts"))
     contracts = []
     for role in list(c.data):
-        cr = _Reader(file, c.raw(role), c.key(str(role)))
-        address = cr.str("address", pattern=_ADDRESS, expected="a 0x-prefixed 20-byte hex address")
-        contracts.append(ContractConfig(str(role), address.lower(), cr.int("start_block")))
-        cr.done()
+        value = c.raw(role)
+        # one mapping, or a list of them for a role several deployments played over time
+        # (e.g. two versions of Synthetix's FuturesMarketManager)
+        entries = value if isinstance(value, list) else [value]
+        if not entries:
+            raise ConfigError(file, c.key(str(role)), value,
+                              "{address, start_block} or a non-empty list of them")
+        for j, entry in enumerate(entries):
+            key = c.key(str(role)) + (f"[{j}]" if isinstance(value, list) else "")
+            cr = _Reader(file, entry, key)
+            address = cr.str("address", pattern=_ADDRESS,
+                             expected="a 0x-prefixed 20-byte hex address")
+            contracts.append(ContractConfig(str(role), address.lower(), cr.int("start_block")))
+            cr.done()
     if not contracts:
         raise ConfigError(file, r.key("contracts"), {}, "at least one contract role")
     abi = r.str("abi_dir", None)

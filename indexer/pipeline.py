@@ -28,7 +28,8 @@ class Plan:
     chain: ChainConfig
     adapter: ModuleType
     abi: AbiEvents
-    addresses: list[str]
+    #: The configured contracts' addresses (see ``addresses`` for all log sources).
+    contracts: list[str]
     #: eth_getLogs topics filter: [[topic0 of every handled event version]] (plus, for
     #: adapters reading one generic event, [[keccak256 of each event name]]).
     topics: list[Any]
@@ -55,6 +56,19 @@ class Plan:
             self.markets.update(store.load_markets(self.proto.name))
         self.markets_loaded = store is not None
 
+    @property
+    def scans_markets(self) -> bool:
+        """Whether markets are contracts emitting their own logs (a factory pattern)."""
+        return bool(getattr(self.adapter, "SCAN_MARKETS", False))
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address whose logs are fetched: the configured contracts, plus the markets
+        found so far for adapters whose markets log themselves (Synthetix proxies)."""
+        if not self.scans_markets:
+            return self.contracts
+        return self.contracts + sorted(set(self.markets) - set(self.contracts))
+
 
 def build_plan(cfg: Config, proto: ProtocolConfig) -> Plan:
     """Resolve adapter, ABI and filters; config and ABI problems raise ConfigError / AbiError."""
@@ -71,7 +85,7 @@ def build_plan(cfg: Config, proto: ProtocolConfig) -> Plan:
     if getattr(adapter, "EVENT_NAMES", None):
         topics.append(sorted("0x" + keccak(n.encode()).hex() for n in adapter.EVENT_NAMES))
     return Plan(proto, cfg.chains[proto.chain], adapter, abi,
-                [c.address for c in proto.contracts], topics)
+                list(dict.fromkeys(c.address for c in proto.contracts)), topics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,31 +97,86 @@ class RangeResult:
     quarantined: int
 
 
-def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
-    """Fetch logs from ``lo`` up to at most ``limit``, shrinking the range on provider caps.
-
-    Returns the end block actually covered (whole blocks only) and its logs, in chain order.
-    """
-    while True:
-        hi = plan.sizer.end_for(lo, limit)
-        try:
-            logs = rpc.fetch_logs(plan.addresses, plan.topics, lo, hi)
-        except RangeTooLarge as e:
-            plan.sizer.shrink(e, hi - lo + 1)
-            continue
-        plan.sizer.succeeded()
-        break
+def _checked(logs: list[dict[str, Any]], addresses: list[str], lo: int, hi: int
+             ) -> list[dict[str, Any]]:
+    """Drop ``removed`` logs; a log outside the filter means a broken node: fail loudly."""
+    wanted = set(addresses)
     kept = []
     for log in logs:
         if log.get("removed"):
             continue
         n = int(log["blockNumber"], 16)
-        if not lo <= n <= hi or log["address"].lower() not in plan.addresses:
+        if not lo <= n <= hi or log["address"].lower() not in wanted:
             raise RpcError("eth_getLogs", None, f"node returned a log outside the filter "
                                                 f"(block {n}, address {log['address']})")
         kept.append(log)
-    kept.sort(key=lambda lg: (int(lg["blockNumber"], 16), int(lg["logIndex"], 16)))
-    return hi, kept
+    return kept
+
+
+def _chain_order(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(logs, key=lambda lg: (int(lg["blockNumber"], 16), int(lg["logIndex"], 16)))
+
+
+def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Fetch logs from ``lo`` up to at most ``limit``, shrinking the range on provider caps.
+
+    Returns the end block actually covered (whole blocks only) and its logs, in chain order.
+    For adapters whose markets are contracts found at run time (``SCAN_MARKETS``), a market
+    announced inside the range is fetched too, from its announcement block to the range end.
+    """
+    addresses = plan.addresses
+    while True:
+        hi = plan.sizer.end_for(lo, limit)
+        try:
+            logs = rpc.fetch_logs(addresses, plan.topics, lo, hi)
+        except RangeTooLarge as e:
+            plan.sizer.shrink(e, hi - lo + 1)
+            continue
+        plan.sizer.succeeded()
+        break
+    logs = _checked(logs, addresses, lo, hi)
+    if plan.scans_markets:
+        logs = _add_new_markets(plan, rpc, logs, hi)
+    return hi, _chain_order(logs)
+
+
+def _fetch_span(plan: Plan, rpc: Rpc, addresses: list[str], lo: int, hi: int
+                ) -> list[dict[str, Any]]:
+    """All logs of ``addresses`` in exactly [lo, hi], in as many requests as caps demand."""
+    out: list[dict[str, Any]] = []
+    while lo <= hi:
+        end = plan.sizer.end_for(lo, hi)
+        try:
+            logs = rpc.fetch_logs(addresses, plan.topics, lo, end)
+        except RangeTooLarge as e:
+            plan.sizer.shrink(e, end - lo + 1)
+            continue
+        out += _checked(logs, addresses, lo, end)
+        lo = end + 1
+    return out
+
+
+def _add_new_markets(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], hi: int
+                     ) -> list[dict[str, Any]]:
+    """Fetch the logs of markets announced in ``logs`` (and in what that brings), from the
+    block of each announcement to ``hi``."""
+    fetched = set(plan.addresses)
+    todo = logs
+    while True:
+        decoded = decode_logs(todo, plan.abi)
+        found: dict[str, int] = {}
+        for row, market in plan.adapter.markets_added(decoded, LogMeta.from_logs(todo)):
+            if market not in fetched:
+                block = int(todo[row]["blockNumber"], 16)
+                found[market] = min(block, found.get(market, block))
+        if not found:
+            return logs
+        todo = []
+        for market, block in sorted(found.items()):
+            logger.info("%s: new market %s from block %d", plan.proto.name, market, block)
+            todo += _fetch_span(plan, rpc, [market], block, hi)
+            fetched.add(market)
+        logs = logs + todo
 
 
 def read_decimals(rpc: Rpc, tokens: list[str]) -> dict[str, int | None]:
@@ -133,8 +202,12 @@ def read_decimals(rpc: Rpc, tokens: list[str]) -> dict[str, int | None]:
     return out
 
 
-def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]]) -> RangeRows:
-    """Decode and adapt one range's logs (fetching what the adapter needs), ready to store."""
+def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], store: Store | None = None,
+                  lo: int = 0) -> RangeRows:
+    """Decode and adapt one range's logs (fetching what the adapter needs), ready to store.
+
+    ``store`` and ``lo`` (the range's first block) serve adapters that need the positions'
+    state before the range (``keys_needed``)."""
     meta = LogMeta.from_logs(logs)
     missing = sorted({meta.block_number[i] for i, t in enumerate(meta.block_time) if t < 0})
     if missing:  # some nodes leave blockTimestamp out of logs
@@ -144,8 +217,19 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]]) -> RangeRows
     decoded = decode_logs(logs, plan.abi)
     needed = plan.adapter.transactions_needed(decoded, meta)
     txs = rpc.fetch_transactions(needed) if needed else {}
-    contracts = {c.role: c.address for c in plan.proto.contracts}
-    ctx = AdapterContext(plan.chain.chain_id, contracts, txs, plan.markets, plan.decimals)
+    contracts: dict[str, tuple[str, ...]] = {}
+    for c in plan.proto.contracts:
+        contracts[c.role] = (*contracts.get(c.role, ()), c.address)
+    keys_needed = getattr(plan.adapter, "keys_needed", None)
+    previous = {}
+    if keys_needed is not None:
+        keys = keys_needed(decoded, meta)
+        if keys and store is None:
+            raise AssertionError(f"adapter {plan.proto.adapter} needs the store for prior state")
+        if keys:
+            previous = store.load_previous(plan.proto.name, keys, lo, plan.adapter.USD_DECIMALS)
+    ctx = AdapterContext(plan.chain.chain_id, contracts, txs, plan.markets, plan.decimals,
+                         previous)
     tokens_needed = getattr(plan.adapter, "tokens_needed", None)
     if tokens_needed is not None:
         unknown = tokens_needed(decoded, meta, ctx)
@@ -171,7 +255,7 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]]) -> RangeRows
     markets = {"block_number": [meta.block_number[r] for r in m.row],
                "log_index": [meta.log_index[r] for r in m.row], "market": m.market,
                "index_token": m.index_token, "long_token": m.long_token,
-               "short_token": m.short_token}
+               "short_token": m.short_token, "name": m.name}
     oi = out.open_interest
     open_interest = {"block_number": [meta.block_number[r] for r in oi.row],
                      "block_time": [meta.block_time[r] for r in oi.row],
@@ -198,7 +282,7 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
     if not plan.markets_loaded:
         plan.load_markets(store)
     hi, logs = fetch_logs(plan, rpc, lo, limit)
-    rows = to_range_rows(plan, rpc, logs)
+    rows = to_range_rows(plan, rpc, logs, store, lo)
     if headers is not None:
         for log in logs:
             n = int(log["blockNumber"], 16)

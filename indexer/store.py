@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from indexer.errors import StoreError
+from indexer.types import PreviousState
 
 _DEC_LIMIT = 10**38  # DECIMAL(38, 18) holds |x| < 1e20 USD
 
@@ -92,8 +93,8 @@ SELECT chain_id, protocol, source, position_key,
        arg_max(collateral_token, o) AS collateral_token, arg_max(is_long, o) AS is_long,
        arg_max(size_after_usd, o) AS size_usd, arg_max(collateral_after_usd, o) AS collateral_usd,
        arg_max(entry_price_usd, o) AS entry_price_usd,
-       CASE arg_max(kind, o) WHEN 'liquidation' THEN 'liquidated' WHEN 'close' THEN 'closed'
-            ELSE 'open' END AS status,
+       CASE WHEN arg_max(size_after_raw, o) <> 0 THEN 'open'  -- (partial liquidations)
+            WHEN arg_max(kind, o) = 'liquidation' THEN 'liquidated' ELSE 'closed' END AS status,
        max(block_number) FILTER (WHERE kind = 'increase' AND size_after_raw = size_delta_raw)
            AS opened_block,
        max(block_number) AS updated_block,
@@ -161,6 +162,37 @@ class Store:
             "SELECT market, index_token, long_token, short_token FROM markets WHERE source = ? "
             "ORDER BY block_number, log_index", [source]).fetchall()
         return {m: (i, lg, s) for m, i, lg, s in rows}
+
+    def load_previous(self, source: str, keys: list[str], before_block: int,
+                      usd_decimals: int) -> dict[str, PreviousState]:
+        """The state of each of ``keys`` after its last change below ``before_block`` (keys
+        without one are left out), for adapters whose events carry only deltas.
+
+        Read from ``positions`` when those rows are all older than ``before_block`` (the usual
+        case: the range follows the checkpoint), else from the ledger itself (a replay).
+        """
+        if not keys:
+            return {}
+        cols = ("position_key, is_long, size_tokens_raw::VARCHAR, collateral_raw::VARCHAR, "
+                "realized_pnl_usd, updated_block")
+        rows = self.con.execute(
+            f"SELECT {cols} FROM positions WHERE source = $source AND position_key IN "
+            "(SELECT unnest($keys))", {"source": source, "keys": keys}).fetchall()
+        if any(r[5] >= before_block for r in rows):
+            rows = self.con.execute(
+                "SELECT position_key, arg_max(is_long, o), arg_max(size_after_tokens_raw, o)"
+                "::VARCHAR, arg_max(collateral_after_raw, o)::VARCHAR, "
+                "arg_max(realized_pnl_usd, o), max(block_number) FROM (SELECT *, "
+                "block_number * 1000000 + log_index AS o FROM position_changes WHERE "
+                "source = $source AND block_number < $before AND position_key IN "
+                "(SELECT unnest($keys))) GROUP BY position_key",
+                {"source": source, "keys": keys, "before": before_block}).fetchall()
+        scale = 10**usd_decimals
+        return {k: PreviousState(
+            is_long, int(size) if size is not None else 0,
+            int(coll) if coll is not None else None,
+            int(pnl * scale) if pnl is not None else None)
+            for k, is_long, size, coll, pnl, _ in rows}
 
     def load_block_hash(self, chain_id: int, number: int) -> str | None:
         row = self.con.execute("SELECT hash FROM blocks WHERE chain_id = ? AND number = ?",

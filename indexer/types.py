@@ -147,9 +147,22 @@ class MarketColumns:
 
     row: list[int] = field(default_factory=list)
     market: list[str] = field(default_factory=list)
-    index_token: list[str] = field(default_factory=list)
-    long_token: list[str] = field(default_factory=list)
-    short_token: list[str] = field(default_factory=list)
+    #: The market's tokens (None where a market is not a token triple, e.g. Synthetix).
+    index_token: list[str | None] = field(default_factory=list)
+    long_token: list[str | None] = field(default_factory=list)
+    short_token: list[str | None] = field(default_factory=list)
+    #: A human-readable name where the event gives one (Synthetix ``marketKey``), else None.
+    name: list[str | None] = field(default_factory=list)
+
+    def append(self, row: int, market: str, index_token: str | None = None,
+               long_token: str | None = None, short_token: str | None = None,
+               name: str | None = None) -> None:
+        self.row.append(row)
+        self.market.append(market)
+        self.index_token.append(index_token)
+        self.long_token.append(long_token)
+        self.short_token.append(short_token)
+        self.name.append(name)
 
 
 @dataclass(slots=True)
@@ -184,3 +197,16 @@ class AdapterOutput:
     rejected: list[tuple[int, str]]
     markets: MarketColumns = field(default_factory=MarketColumns)
     open_interest: OpenInterestColumns = field(default_factory=OpenInterestColumns)
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousState:
+    """A position's state after its latest stored change (see ``Store.load_previous``)."""
+
+    is_long: bool
+    #: Size in index-token units (a magnitude; the side is ``is_long``).
+    size_tokens: int
+    #: Collateral after, raw USD (None where the protocol has no per-position collateral).
+    collateral: int | None
+    #: Realised PnL after, raw USD (exact for adapters with at most 18 USD decimals).
+    realized_pnl: int | None

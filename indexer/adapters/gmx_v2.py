@@ -113,12 +113,8 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
                 _position(out.changes, row, name, d, meta, markets, ctx.decimals, fees)
             elif name == "MarketCreated":
                 a = d.address
-                m = out.markets
-                m.row.append(row)
-                m.market.append(a["marketToken"])
-                m.index_token.append(a["indexToken"])
-                m.long_token.append(a["longToken"])
-                m.short_token.append(a["shortToken"])
+                out.markets.append(row, a["marketToken"], a["indexToken"], a["longToken"],
+                                   a["shortToken"])
             elif name in ("OpenInterestUpdated", "OpenInterestInTokensUpdated"):
                 oi = out.open_interest
                 values = (d.address["market"], d.address["collateralToken"], d.bool["isLong"],

@@ -147,3 +147,19 @@ ALTER TABLE positions ADD COLUMN IF NOT EXISTS size_tokens DECIMAL(38,18);
 ALTER TABLE positions ADD COLUMN IF NOT EXISTS collateral_tokens DECIMAL(38,18);
 ALTER TABLE positions ADD COLUMN IF NOT EXISTS size_tokens_raw BIGNUM;
 ALTER TABLE positions ADD COLUMN IF NOT EXISTS collateral_tokens_raw BIGNUM;
+-- protocols with account-level (cross) margin have no per-position collateral, and some report
+-- no realised PnL: those columns are NULL for them
+ALTER TABLE position_changes ALTER COLUMN collateral_token DROP NOT NULL;
+ALTER TABLE position_changes ALTER COLUMN collateral_delta_usd DROP NOT NULL;
+ALTER TABLE position_changes ALTER COLUMN collateral_after_usd DROP NOT NULL;
+ALTER TABLE position_changes ALTER COLUMN collateral_after_raw DROP NOT NULL;
+ALTER TABLE position_changes ALTER COLUMN realized_pnl_usd DROP NOT NULL;
+ALTER TABLE positions ALTER COLUMN collateral_token DROP NOT NULL;
+ALTER TABLE positions ALTER COLUMN collateral_usd DROP NOT NULL;
+ALTER TABLE positions ALTER COLUMN collateral_raw DROP NOT NULL;
+ALTER TABLE positions ALTER COLUMN realized_pnl_usd DROP NOT NULL;
+-- markets found by events that are not token triples (Synthetix market proxies): a name
+ALTER TABLE markets ALTER COLUMN index_token DROP NOT NULL;
+ALTER TABLE markets ALTER COLUMN long_token DROP NOT NULL;
+ALTER TABLE markets ALTER COLUMN short_token DROP NOT NULL;
+ALTER TABLE markets ADD COLUMN IF NOT EXISTS name VARCHAR;

@@ -46,18 +46,25 @@ SELECT chain_id, protocol, market,
 FROM ranked WHERE total > 0
 GROUP BY chain_id, protocol, market;
 
--- Open interest per market at the end of every hour in which it changed (UTC).
+-- Open interest per market at the end of every hour in which it changed (UTC). Each change
+-- contributes, per side, its size after minus the key's size after on that side before it, so a
+-- position that flips from long to short in one trade leaves one side and enters the other.
 CREATE OR REPLACE VIEW oi_history AS
-WITH d AS (
-    SELECT chain_id, protocol, market, is_long, block_number,
+WITH c AS (
+    SELECT chain_id, protocol, source, position_key, market, block_number, log_index,
            date_trunc('hour', block_time) AS hour,
-           size_after_usd - coalesce(lag(size_after_usd) OVER (
-               PARTITION BY source, position_key ORDER BY block_number, log_index), 0) AS delta
+           CASE WHEN is_long THEN size_after_usd ELSE 0 END AS l,
+           CASE WHEN is_long THEN 0 ELSE size_after_usd END AS s
     FROM position_changes
+), d AS (
+    SELECT chain_id, protocol, market, hour, block_number,
+           l - coalesce(lag(l) OVER k, 0) AS dl,
+           s - coalesce(lag(s) OVER k, 0) AS ds
+    FROM c
+    WINDOW k AS (PARTITION BY source, position_key ORDER BY block_number, log_index)
 ), h AS (
     SELECT chain_id, protocol, market, hour, max(block_number) AS last_block,
-           coalesce(sum(delta) FILTER (WHERE is_long), 0)     AS dl,
-           coalesce(sum(delta) FILTER (WHERE NOT is_long), 0) AS ds
+           sum(dl) AS dl, sum(ds) AS ds
     FROM d GROUP BY chain_id, protocol, market, hour
 )
 SELECT chain_id, protocol, market, hour, last_block,
@@ -70,10 +77,11 @@ WINDOW w AS (PARTITION BY chain_id, protocol, market ORDER BY hour);
 -- Open interest at any block: SELECT * FROM oi_at_block(12345) WHERE chain_id = 42161.
 CREATE OR REPLACE MACRO oi_at_block(b) AS TABLE
 WITH last AS (
-    SELECT chain_id, protocol, market, is_long,
-           arg_max(size_after_usd, block_number * 1000000 + log_index) AS size
-    FROM position_changes WHERE block_number <= b
-    GROUP BY chain_id, protocol, source, position_key, market, is_long
+    SELECT chain_id, protocol, arg_max(market, o) AS market, arg_max(is_long, o) AS is_long,
+           arg_max(size_after_usd, o) AS size
+    FROM (SELECT *, block_number * 1000000 + log_index AS o FROM position_changes
+          WHERE block_number <= b)
+    GROUP BY chain_id, protocol, source, position_key
 )
 SELECT chain_id, protocol, market,
        coalesce(sum(size) FILTER (WHERE is_long), 0)::DECIMAL(38,18)     AS long_oi_usd,

@@ -1,0 +1,199 @@
+"""A seeded trading simulator for the Perpetual-v2-style test clearing house on anvil.
+
+Wallets (whales, mid-size, small) deposit margin and trade signed base sizes on three markets:
+opening, adding, reducing, flipping sides and closing, several trades per block, while prices
+random-walk with shocks and a liquidator sweeps after every price move, taking liquidated
+positions over as on Perp v2. At the end one market can be closed and its positions quit
+(``PositionClosed``). The simulator only drives the chain; the indexer is checked against what
+the clearing house itself holds afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from indexer.abi import decode_values, encode_call
+from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
+from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
+from indexer.rpc import Rpc
+
+ONE = 10**18
+#: base token symbol -> start price in USD
+BASES: dict[str, int] = {"vETH": 3100, "vBTC": 62000, "vSOL": 150}
+
+SIG_OPEN = "openPosition(address,int256)"
+SIG_LIQUIDATE = "liquidate(address,address)"
+
+PositionId = tuple[str, str]  # trader, base token
+
+
+def base_address(symbol: str) -> str:
+    return token_address(f"perp:{symbol}")
+
+
+def deploy_clearing_house(anvil: Anvil, sender: str | None = None) -> str:
+    compiled = compile_contract(CONTRACTS / "PerpV2TestClearingHouse.sol",
+                                "PerpV2TestClearingHouse")
+    return deploy(anvil.rpc, sender or anvil.accounts[0], compiled)
+
+
+@dataclass
+class SimulatorPerp(TradingLoop):
+    MIX = (0.40, 0.46, 0.58, 0.62, 0.72, 0.86, 0.93)
+    SHOCK = 0.3
+
+    rpc: Rpc
+    house: str
+    accounts: list[str]
+    seed: int = 7
+    traders: int = 30
+    whales: int = 3
+    stats: Counter[str] = field(default_factory=Counter)
+    ids: set[PositionId] = field(default_factory=set)
+    #: transaction hashes of successful liquidations
+    liquidations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.owner, self.liquidator = self.accounts[0], self.accounts[1]
+        self.wallets = self.accounts[2:2 + self.traders]
+        if len(self.wallets) < self.traders:
+            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
+        self.prices = {s: p * ONE for s, p in BASES.items()}
+        self.lock = threading.Lock()
+
+    def _tx(self, sender: str, data: str) -> str | None:
+        receipt = send(self.rpc, sender, self.house, data, gas=1_500_000)
+        ok = receipt["status"] == "0x1"
+        self.stats["tx_ok" if ok else "tx_reverted"] += 1
+        return receipt["transactionHash"] if ok else None
+
+    def setup(self) -> None:
+        for s, price in self.prices.items():
+            self._tx(self.owner, encode_call("addBaseToken(address,uint256)",
+                                             [base_address(s), price]))
+        self._tx(self.owner, encode_call("setLiquidator(address,bool)", [self.liquidator, True]))
+        self._tx(self.liquidator, encode_call("deposit(uint256)", [10**12 * ONE]))
+        for i, w in enumerate(self.wallets):
+            usd = trade_size(self.rng, i, self.whales) // 10**12  # 1e30 -> 1e18
+            self._tx(w, encode_call("deposit(uint256)", [usd // self.rng.choice([3, 5, 8])]))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _calls(self, signature: str, args: list[list[object]]) -> list[str]:
+        return [str(r) for r in self.rpc.batch([
+            ("eth_call", [{"to": self.house, "data": encode_call(signature, a)}, "latest"])
+            for a in args])]
+
+    def positions(self, ids: list[PositionId]) -> list[tuple[int, int, int]]:
+        """(size, open notional, realised PnL) of each id, signed, as the house holds them."""
+        args = [list(pid) for pid in ids]
+        sizes = self._calls("getTakerPositionSize(address,address)", args)
+        notionals = self._calls("getTakerOpenNotional(address,address)", args)
+        pnls = self._calls("getRealizedPnl(address,address)", args)
+        return [(decode_values(["int256"], s)[0], decode_values(["int256"], n)[0],
+                 decode_values(["int256"], p)[0])
+                for s, n, p in zip(sizes, notionals, pnls, strict=True)]
+
+    def open_interest(self) -> dict[str, tuple[int, int]]:
+        """base token -> (long size, short size) as the house sums them."""
+        bases = [base_address(s) for s in BASES]
+        outs = self._calls("getOpenInterest(address)", [[b] for b in bases])
+        return {b: decode_values(["uint256", "uint256"], o) for b, o in zip(bases, outs, strict=True)}
+
+    def _size(self, pid: PositionId) -> int:
+        return self.positions([pid])[0][0]
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _trade_delta(self, wallet: str, symbol: str) -> int:
+        usd = trade_size(self.rng, self.wallets.index(wallet), self.whales) // 10**12
+        return usd * ONE // self.prices[symbol] * (1 if self.rng.random() < 0.55 else -1)
+
+    def _open_symbols(self) -> list[str]:
+        return [s for s in BASES if not self.stats[f"closed_{s}"]]
+
+    def open_or_increase(self) -> None:
+        wallet, symbol = self.rng.choice(self.wallets), self.rng.choice(self._open_symbols())
+        delta = self._trade_delta(wallet, symbol)
+        if self._tx(wallet, encode_call(SIG_OPEN, [base_address(symbol), delta])):
+            self.ids.add((wallet, base_address(symbol)))
+            self.stats["trade"] += 1
+
+    def collateral_deposit(self) -> None:
+        wallet = self.rng.choice(self.wallets)
+        usd = trade_size(self.rng, self.wallets.index(wallet), self.whales) // 10**12 // 10
+        if self._tx(wallet, encode_call("deposit(uint256)", [usd])):
+            self.stats["deposit"] += 1
+
+    def _open_ids(self) -> list[PositionId]:
+        ids = sorted(pid for pid in self.ids
+                     if not self.stats[f"closed_{self._symbol(pid[1])}"])
+        return [pid for pid, p in zip(ids, self.positions(ids), strict=True) if p[0]]
+
+    @staticmethod
+    def _symbol(base: str) -> str:
+        return next(s for s in BASES if base_address(s) == base)
+
+    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
+        ids = self._open_ids()
+        if not ids:
+            return
+        pid = self.rng.choice(ids)
+        size = self._size(pid)
+        if collateral_only:  # a flip: trade past zero to the other side
+            delta = -size - size * self.rng.randint(10, 80) // 100
+        elif full:
+            delta = -size
+        else:
+            delta = -size * self.rng.randint(10, 70) // 100
+        if delta and self._tx(pid[0], encode_call(SIG_OPEN, [pid[1], delta])):
+            self.stats["flip" if collateral_only else "close" if full else "reduce"] += 1
+
+    def move_price(self, shock: bool = False) -> None:
+        symbol = self.rng.choice(self._open_symbols())
+        bps = self.rng.choice([-1500, -1000, 800, 1200]) if shock else self.rng.randint(-300, 300)
+        price = max(self.prices[symbol] * (10_000 + bps) // 10_000, ONE // 100)
+        self.prices[symbol] = price
+        self._tx(self.owner, encode_call("setPrice(address,uint256)", [base_address(symbol), price]))
+        self.liquidation_sweep()
+
+    def liquidation_sweep(self) -> None:
+        ids = self._open_ids()
+        traders = sorted({pid[0] for pid in ids})
+        flags = self._calls("isLiquidatable(address)", [[t] for t in traders])
+        doomed = {t for t, f in zip(traders, flags, strict=True) if int(f, 16)}
+        for pid in ids:
+            if pid[0] in doomed:
+                tx = self._tx(self.liquidator, encode_call(SIG_LIQUIDATE, list(pid)))
+                if tx:
+                    self.liquidations.append(tx)
+                    self.ids.add((self.liquidator, pid[1]))
+                    self.stats["liquidation"] += 1
+
+    def batch_block(self) -> None:
+        txs, pids = [], []
+        for wallet in self.rng.sample(self.wallets, self.rng.randint(2, 6)):
+            symbol = self.rng.choice(self._open_symbols())
+            data = encode_call(SIG_OPEN, [base_address(symbol), self._trade_delta(wallet, symbol)])
+            txs.append({"from": wallet, "to": self.house, "data": data, "gas": hex(1_500_000)})
+            pids.append((wallet, base_address(symbol)))
+        for pid, ok in zip(pids, mine_together(self.rpc, txs), strict=True):
+            self.stats["tx_ok" if ok else "tx_reverted"] += 1
+            if ok:
+                self.ids.add(pid)
+        self.stats["batch_blocks"] += 1
+
+    def close_market(self, symbol: str) -> None:
+        """Close one market and quit every position on it (``PositionClosed``)."""
+        base = base_address(symbol)
+        self._tx(self.owner, encode_call("closeMarket(address,uint256)",
+                                         [base, self.prices[symbol]]))
+        ids = sorted(pid for pid in self.ids if pid[1] == base)
+        for pid, p in zip(ids, self.positions(ids), strict=True):
+            if p[0] and self._tx(self.owner, encode_call("quitMarket(address,address)", list(pid))):
+                self.stats["quit"] += 1
+        self.stats[f"closed_{symbol}"] = 1
