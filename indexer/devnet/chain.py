@@ -147,8 +147,9 @@ def wait_receipt(rpc: Rpc, tx_hash: str, timeout: float = 30.0) -> dict[str, Any
         time.sleep(0.002)
 
 
-def deploy(rpc: Rpc, sender: str, compiled: Compiled) -> str:
-    receipt = send(rpc, sender, None, compiled.bytecode, gas=10_000_000)
+def deploy(rpc: Rpc, sender: str, compiled: Compiled, ctor_args: bytes = b"") -> str:
+    """Deploy ``compiled`` with its ABI-encoded constructor arguments; the new address."""
+    receipt = send(rpc, sender, None, compiled.bytecode + ctor_args.hex(), gas=10_000_000)
     if receipt["status"] != "0x1":
         raise FatalError("contract deployment reverted")
     return str(receipt["contractAddress"]).lower()
