@@ -92,18 +92,6 @@ def test_wrong_chain_id_is_a_config_error(tmp_path, capsys, replay_factory):
     assert "serves chain id 31337, but chains.dev.chain_id is 42161" in error_line(capsys)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
-def test_shipped_configs_are_valid(name, monkeypatch):
-    monkeypatch.setenv("ARBITRUM_RPC_URL", "https://arb.example/v2/KEY")
-    monkeypatch.setenv("AVALANCHE_RPC_URL", "https://avax.example/ext/bc/C/rpc")
-    from indexer.pipeline import build_plan
-
-    cfg = load_config(ROOT / "configs" / name)
-    for proto in cfg.protocols:
-        plan = build_plan(cfg, proto)
-        assert plan.topics[0]
-
-
 def test_missing_config_file(tmp_path, capsys):
     assert run_cli("status", "--config", str(tmp_path / "nope.yaml")) == 2
     assert "expected an existing YAML config file" in error_line(capsys)
@@ -140,3 +128,23 @@ def test_token_and_market_entries_are_checked(tmp_path, capsys):
     assert run_cli("backfill", "--config", str(cfg)) == 2
     line = error_line(capsys)
     assert "index_token" in line and "0x1" in line and "20-byte hex address" in line
+
+
+def test_a_role_listing_several_contracts_is_checked(tmp_path, capsys):
+    base = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0,
+                        adapter="synthetix_perps_v2").read_text()
+    line = base.splitlines()[-1]
+    for value, expected in (("[]", "a non-empty list"),
+                            ('[{ address: "0x' + "ab" * 20 + '", start_block: 1 }, '
+                             '{ address: "0xnope", start_block: 1 }]', "[1].address")):
+        head = line.split(":")[0]
+        (tmp_path / "d.yaml").write_text(base.replace(line, f"{head}: {value}"))
+        assert run_cli("backfill", "--config", str(tmp_path / "d.yaml")) == 2
+        assert expected in error_line(capsys)
+    good = ('[{ address: "0x' + "ab" * 20 + '", start_block: 1 }, '
+            '{ address: "0x' + "cd" * 20 + '", start_block: 5 }]')
+    (tmp_path / "e.yaml").write_text(base.replace(line, f"{line.split(':')[0]}: {good}"))
+    proto = load_config(tmp_path / "e.yaml").protocols[0]
+    assert [(c.role, c.address, c.start_block) for c in proto.contracts] == [
+        ("futures_market_manager", "0x" + "ab" * 20, 1),
+        ("futures_market_manager", "0x" + "cd" * 20, 5)]
