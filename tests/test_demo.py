@@ -13,7 +13,7 @@ pytestmark = pytest.mark.anvil
 def test_demo_runs_and_indexes(tmp_path, monkeypatch):
     db = tmp_path / "demo.duckdb"
     monkeypatch.setenv("DEMO_DATABASE", str(db))
-    assert run_cli("demo", "--duration", "6", "--no-ui", "--traders", "12") == 0
+    assert run_cli("demo", "--duration", "8", "--no-ui", "--traders", "12") == 0
     store = Store(db, read_only=True)
     try:
         _, rows = store.query("SELECT protocol, count(*) FROM position_changes GROUP BY ALL")
@@ -21,5 +21,7 @@ def test_demo_runs_and_indexes(tmp_path, monkeypatch):
     finally:
         store.close()
     rows, cp = dict(rows), dict(cp)
-    assert rows.get("gmx_v1", 0) > 0 and rows.get("gmx_v2", 0) > 0  # both simulators indexed
-    assert cp["gmx_v1_devnet"] > 0 and cp["gmx_v2_devnet"] > 0
+    for protocol in ("gmx_v1", "gmx_v2", "perp_v2", "synthetix_perps_v2"):  # every simulator
+        assert rows.get(protocol, 0) > 0, protocol
+    for source in ("gmx_v1_devnet", "gmx_v2_devnet", "perp_v2_devnet", "synthetix_devnet"):
+        assert cp[source] > 0, source

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,15 @@ from rich.table import Table
 from indexer.config import REPO_ROOT, load_config
 from indexer.devnet.chain import Anvil
 from indexer.devnet.simulator import SYMBOLS, Simulator, deploy_vault
+from indexer.devnet.simulator_perp import BASES, SimulatorPerp, base_address, deploy_clearing_house
+from indexer.devnet.simulator_synthetix import (
+    MARKETS as SNX_MARKETS,
+)
+from indexer.devnet.simulator_synthetix import (
+    SimulatorSynthetix,
+    deploy_manager,
+    deploy_market,
+)
 from indexer.devnet.simulator_v2 import MARKETS, SimulatorV2, deploy_exchange, market_address
 from indexer.errors import FatalError
 from indexer.pipeline import Plan, RangeResult, build_plan
@@ -38,7 +48,10 @@ def _skew_bar(skew: float | None, width: int = 20) -> str:
     return "[green]" + "█" * filled + "[/green][red]" + "█" * (width - filled) + f"[/red] {skew:+.2f}"
 
 
-LABELS = {**SYMBOLS, **{market_address(n): n for n in MARKETS}}
+LABELS = {**SYMBOLS, **{market_address(n): n for n in MARKETS},
+          **{base_address(s): s for s in BASES}}
+#: Synthetix markets: steps after which the second manager takes over and adds the last market
+UPGRADE_AFTER = 60
 
 
 def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, int]) -> Group:
@@ -48,15 +61,18 @@ def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, in
     t = Table("protocol", "market", "long OI", "short OI", "total OI",
               "skew (long green / short red)", "positions L/S",
               title="Open interest (live, from the indexer's DuckDB)")
+    _, named = store.query("SELECT market, any_value(name) FROM markets WHERE name IS NOT NULL "
+                           "GROUP BY market")
+    labels = {**LABELS, **dict(named)}
     for proto, m, lg, sh, tot, skew, nl, ns in oi:
-        t.add_row(proto, LABELS.get(m, m[:10]), _usd(lg), _usd(sh), _usd(tot), _skew_bar(skew),
+        t.add_row(proto, labels.get(m, m[:10]), _usd(lg), _usd(sh), _usd(tot), _skew_bar(skew),
                   f"{nl}/{ns}")
     _, wc = store.query("SELECT protocol, coalesce(market, 'ALL'), accounts, top10_share, hhi, "
                         "gini, whales FROM whale_concentration ORDER BY protocol, market NULLS FIRST")
     w = Table("protocol", "market", "accounts", "top-10 share", "HHI", "Gini", "whales (>= $1M)",
               title="Whale concentration")
     for proto, m, acc, top10, hhi, gini, whales in wc:
-        w.add_row(proto, LABELS.get(m, m[:10]), str(acc), f"{top10:.1%}", f"{hhi:.3f}",
+        w.add_row(proto, labels.get(m, m[:10]), str(acc), f"{top10:.1%}", f"{hhi:.3f}",
                   f"{gini:.3f}", str(whales))
     _, kinds = store.query("SELECT kind, count(*) FROM position_changes GROUP BY ALL ORDER BY 1")
     _, top = store.query("SELECT account, sum(size_usd) s FROM positions WHERE status = 'open' "
@@ -67,10 +83,10 @@ def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, in
     summary = (f"chain head [bold]{head}[/bold]  indexed to [bold]{indexed.get('block', 0)}"
                f"[/bold]  changes: " + ", ".join(f"{k} {n}" for k, n in kinds) +
                f"  |  simulators: {stats.get('tx_ok', 0)} txs, "
-               f"{stats.get('liquidation_state1', 0) + stats.get('liquidation_state2', 0)} "
-               f"GMX v1 and {stats.get('liquidation', 0)} GMX v2 liquidations   (Ctrl-C to stop)")
-    return Group(Panel(summary, title="perp-indexer demo: GMX-v1-style vault and GMX-v2-style "
-                                      "exchange on a local anvil"),
+               f"{sum(n for k, n in stats.items() if k.startswith('liquidation'))} "
+               f"liquidations   (Ctrl-C to stop)")
+    return Group(Panel(summary, title="perp-indexer demo: GMX v1, GMX v2, Perpetual v2 and "
+                                      "Synthetix-style test contracts on a local anvil"),
                  t, w, wh)
 
 
@@ -78,29 +94,43 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
     anvil = Anvil(accounts=traders + 5)
     stop = threading.Event()
     try:
-        deployed = {"gmx_v1": deploy_vault(anvil), "gmx_v2": deploy_exchange(anvil)}
-        vault, exchange = deployed["gmx_v1"], deployed["gmx_v2"]
+        # deployment order fixes the addresses configs/demo.yaml expects (nonces 0-4)
+        deployed = {"gmx_v1": [deploy_vault(anvil)], "gmx_v2": [deploy_exchange(anvil)],
+                    "perp_v2": [deploy_clearing_house(anvil)],
+                    "synthetix_perps_v2": [deploy_manager(anvil), deploy_manager(anvil)]}
+        snx_markets = {k: deploy_market(anvil, p * 10**18, legacy)
+                       for k, (_, p, legacy) in SNX_MARKETS.items()}
+        vault, exchange = deployed["gmx_v1"][0], deployed["gmx_v2"][0]
         os.environ["DEMO_RPC_URL"] = anvil.url
         cfg = load_config(REPO_ROOT / "configs" / "demo.yaml")
         for proto in cfg.protocols:
-            expected = proto.contracts[0].address
+            expected = [c.address for c in proto.contracts]
             if deployed[proto.adapter] != expected:
-                raise FatalError(f"{proto.adapter} test contract deployed at "
+                raise FatalError(f"{proto.adapter} test contracts deployed at "
                                  f"{deployed[proto.adapter]}, configs/demo.yaml expects {expected}")
         for path in (cfg.database, cfg.snapshot_path):
             path.unlink(missing_ok=True)  # a fresh chain: start a fresh database
         plans: list[Plan] = [build_plan(cfg, p) for p in cfg.protocols]
         sim_rpc = Rpc([anvil.url], timeout=30, max_attempts=3)
-        sim = Simulator(sim_rpc, vault, anvil.accounts, seed=int(time.time()) % 1000,
-                        traders=traders)
-        sim.setup()
-        sim2 = SimulatorV2(sim_rpc, exchange, anvil.accounts, seed=sim.seed + 1, traders=traders)
-        sim2.setup()
+        seed = int(time.time()) % 1000
+        sims: list[Any] = [
+            Simulator(sim_rpc, vault, anvil.accounts, seed=seed, traders=traders),
+            SimulatorV2(sim_rpc, exchange, anvil.accounts, seed=seed + 1, traders=traders),
+            SimulatorPerp(sim_rpc, deployed["perp_v2"][0], anvil.accounts, seed=seed + 2,
+                          traders=traders),
+            SimulatorSynthetix(sim_rpc, tuple(deployed["synthetix_perps_v2"]), snx_markets,
+                               anvil.accounts, seed=seed + 3, traders=traders)]
+        for sim in sims:
+            sim.setup()
 
         def trade() -> None:
+            steps = 0
             while not stop.is_set():
-                sim.step()
-                sim2.step()
+                for sim in sims:
+                    sim.step()
+                steps += 1
+                if steps == UPGRADE_AFTER:
+                    sims[3].upgrade()
                 stop.wait(0.05)
 
         trader = threading.Thread(target=trade, name="simulator", daemon=True)
@@ -121,17 +151,18 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
 
         def on_idle() -> None:
             if live is not None:
-                live.update(render(store, rpc.fetch_head(), dict(sim.stats + sim2.stats),
-                                   indexed))
+                live.update(render(store, rpc.fetch_head(),
+                                   dict(sum((sim.stats for sim in sims), Counter())), indexed))
             if time.monotonic() - last_snapshot[0] > cfg.snapshot_interval:
                 store.publish_snapshot(cfg.snapshot_path)
                 last_snapshot[0] = time.monotonic()
             if duration is not None and time.monotonic() - started > duration:
                 stop.set()
 
-        logger.info("demo: anvil at %s, GMX v1 vault %s, GMX v2 exchange %s, database %s (query it from another shell with "
-                    "`perp-indexer query --config configs/demo.yaml \"select * from open_interest\"`"
-                    " while DEMO_RPC_URL=%s)", anvil.url, vault, exchange, cfg.database, anvil.url)
+        logger.info("demo: anvil at %s, test contracts %s, database %s (query it from another "
+                    "shell with `perp-indexer query --config configs/demo.yaml \"select * from "
+                    "open_interest\"` while DEMO_RPC_URL=%s)", anvil.url, deployed, cfg.database,
+                    anvil.url)
         try:
             if live is not None:
                 live.start()
