@@ -18,7 +18,7 @@ from indexer.devnet.simulator_perp import (
     deploy_clearing_house,
 )
 from indexer.store import Store
-from tests.conftest import run_cli, write_config
+from tests.conftest import assert_resume_and_replay_equal_one_run, run_cli, write_config
 
 pytestmark = pytest.mark.anvil
 
@@ -40,6 +40,8 @@ def test_backfill_equals_clearing_house_state(tmp_path):
         cfg = write_config(tmp_path / "c.yaml", anvil.url, house, 0, adapter="perp_v2",
                            max_block_range=23)
         assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+        assert_resume_and_replay_equal_one_run(tmp_path, cfg, int(anvil.rpc.call(
+            "eth_blockNumber", []), 16))
     finally:
         anvil.stop()
 
