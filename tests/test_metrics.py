@@ -77,3 +77,50 @@ def test_views_match_direct_computation(tmp_path):
         assert {m: (lg, sh) for m, lg, sh in hist} == now == {m: (lg, sh) for m, lg, sh in at}
     finally:
         store.close()
+
+
+def test_history_follows_flips_and_closes(tmp_path):
+    """Positions flipping long <-> short and closing: OI per market at the end of every hour of
+    ``oi_history`` equals a direct replay of the signed sizes (and ``oi_at_block`` there)."""
+    rng = random.Random(9)
+    cols: dict[str, list] = {k: [] for k in make_rows(rng, 1).changes}
+    signed: dict[str, int] = {}
+    truth: dict[tuple[str, int], tuple[int, int]] = {}
+    for block in range(1, 121):
+        key = f"0x{rng.randrange(12):064x}"
+        market = "0xa" if int(key, 16) % 2 else "0xb"
+        before = signed.get(key, 0)
+        after = rng.choice([0, rng.randint(1, 9), -rng.randint(1, 9)]) * 10**30
+        if before == after == 0:
+            continue
+        signed[key] = after
+        is_long = after > 0 if after else before > 0
+        vals = {"block_number": block, "block_time": 1_700_000_000 + 1200 * block,
+                "tx_hash": f"0x{block:064x}", "log_index": 0, "position_key": key,
+                "account": key[-40:], "market": market, "collateral_token": None,
+                "is_long": is_long, "kind": "close" if after == 0 else "increase",
+                "size_delta": abs(after) - abs(before), "collateral_delta": None,
+                "size_after": abs(after), "collateral_after": None, "price": 10**30, "fee": 0,
+                "realized_pnl": None, "entry_price": None}
+        for k, v in vals.items():
+            cols[k].append(v)
+        hour = (1_700_000_000 + 1200 * block) // 3600
+        for m in ("0xa", "0xb"):
+            sizes = [s for k, s in signed.items() if (int(k, 16) % 2 == 1) == (m == "0xa")]
+            truth[(m, hour)] = (sum(s for s in sizes if s > 0), -sum(s for s in sizes if s < 0))
+    store = Store(tmp_path / "h.duckdb")
+    try:
+        store.commit_range(RangeRows(1, "perp_v2", "src", 30, cols, {
+            "block_number": [], "block_time": [], "log_index": [], "market": [], "rate": []},
+            [], []), 1, 200, "0xhash", 1)
+        _, hist = store.query("SELECT market, epoch(hour)::BIGINT // 3600, long_oi_usd, "
+                              "short_oi_usd, last_block FROM oi_history")
+        assert len(hist) > 30
+        for market, hour, long_usd, short_usd, last_block in hist:
+            want = truth[(market, hour)]
+            assert (long_usd, short_usd) == (Decimal(want[0]) / 10**30, Decimal(want[1]) / 10**30)
+            _, at = store.query("SELECT long_oi_usd, short_oi_usd FROM oi_at_block(?) "
+                                "WHERE market = ?", [last_block, market])
+            assert at == [(long_usd, short_usd)]
+    finally:
+        store.close()
