@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.abi import keccak
-from indexer.types import PreviousState
+from indexer.types import Decoded, PreviousState
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +79,19 @@ def at_price(tokens: int, price: int, token_decimals: int) -> int:
     in raw USD, truncated toward zero."""
     value = abs(tokens) * price // 10**token_decimals
     return value if tokens >= 0 else -value
+
+
+#: One decoded log: (row in the batch, event name, argument name -> value).
+EventRow = tuple[int, str, dict[str, Any]]
+
+
+def event_rows(decoded: Decoded, names: tuple[str, ...]) -> list[EventRow]:
+    """The decoded logs of the events ``names`` (every version of each), in chain order."""
+    out: list[EventRow] = []
+    for name in names:
+        for cols in decoded.events.get(name, []):
+            fields = list(cols.fields)
+            for i, row in enumerate(cols.rows):
+                out.append((row, name, {n: cols.fields[n][i] for n in fields}))
+    out.sort(key=lambda r: r[0])
+    return out

@@ -16,9 +16,7 @@ the Vault's own ``UpdatePosition`` / ``ClosePosition`` values, never recomputed.
 
 from __future__ import annotations
 
-from typing import Any
-
-from indexer.adapters.base import AdapterContext
+from indexer.adapters.base import AdapterContext, EventRow, event_rows
 from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
 
 ROLES = ("vault",)
@@ -29,21 +27,6 @@ USD_DECIMALS = 30
 #: ``liquidatePosition(address,address,address,bool,address)``.
 LIQUIDATE_SELECTOR = "0xde2ea948"
 
-_Row = tuple[int, str, dict[str, Any]]
-
-
-def _rows(decoded: Decoded) -> list[_Row]:
-    """All handled events of the batch as (row, name, fields) in chain order."""
-    out: list[_Row] = []
-    for name, groups in decoded.events.items():
-        if name not in EVENTS:
-            continue
-        for cols in groups:
-            names = list(cols.fields)
-            for i, row in enumerate(cols.rows):
-                out.append((row, name, {n: cols.fields[n][i] for n in names}))
-    out.sort(key=lambda r: r[0])
-    return out
 
 
 def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
@@ -55,8 +38,8 @@ def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
 def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterOutput:
     changes, funding, rejected = ChangeColumns(), FundingColumns(), []
     #: (tx, key) -> the Increase/DecreasePosition waiting for its Update/ClosePosition.
-    pending: dict[tuple[str, str], _Row] = {}
-    for row, name, f in _rows(decoded):
+    pending: dict[tuple[str, str], EventRow] = {}
+    for row, name, f in event_rows(decoded, EVENTS):
         tx = meta.tx_hash[row]
         if name == "UpdateFundingRate":
             funding.row.append(row)

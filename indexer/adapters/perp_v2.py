@@ -27,9 +27,13 @@ other traders' swaps without ``PositionChanged`` and are not covered.
 
 from __future__ import annotations
 
-from typing import Any
-
-from indexer.adapters.base import AdapterContext, address_pair_key, at_price, signed_change
+from indexer.adapters.base import (
+    AdapterContext,
+    address_pair_key,
+    at_price,
+    event_rows,
+    signed_change,
+)
 from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
 
 ROLES = ("clearing_house",)
@@ -38,17 +42,6 @@ USD_DECIMALS = 18
 #: vTokens (base and quote) all have 18 decimals.
 BASE_DECIMALS = 18
 _ONE = 10**18
-
-
-def _rows(decoded: Decoded) -> list[tuple[int, str, dict[str, Any]]]:
-    out = []
-    for name in EVENTS:
-        for cols in decoded.events.get(name, []):
-            names = list(cols.fields)
-            for i, row in enumerate(cols.rows):
-                out.append((row, name, {n: cols.fields[n][i] for n in names}))
-    out.sort(key=lambda r: r[0])
-    return out
 
 
 def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
@@ -71,7 +64,7 @@ def _sqrt_price(sqrt_x96: int) -> int:
 
 def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterOutput:
     changes, rejected = ChangeColumns(), []
-    rows = _rows(decoded)
+    rows = event_rows(decoded, EVENTS)
     #: (tx, trader, base token) of every PositionLiquidated, and whether a change matched it.
     liquidated = {(meta.tx_hash[r], f["trader"], f["baseToken"]): r
                   for r, name, f in rows if name == "PositionLiquidated"}

@@ -30,9 +30,13 @@ entry price are not reported by the events and stay NULL.
 
 from __future__ import annotations
 
-from typing import Any
-
-from indexer.adapters.base import AdapterContext, address_pair_key, at_price, signed_change
+from indexer.adapters.base import (
+    AdapterContext,
+    address_pair_key,
+    at_price,
+    event_rows,
+    signed_change,
+)
 from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
 
 ROLES = ("futures_market_manager",)
@@ -42,31 +46,17 @@ USD_DECIMALS = 18
 SCAN_MARKETS = True
 BASE_DECIMALS = 18
 
-_Row = tuple[int, str, dict[str, Any]]
-
-
-def _rows(decoded: Decoded, names: tuple[str, ...] = EVENTS) -> list[_Row]:
-    out = []
-    for name in names:
-        for cols in decoded.events.get(name, []):
-            fields = list(cols.fields)
-            for i, row in enumerate(cols.rows):
-                out.append((row, name, {n: cols.fields[n][i] for n in fields}))
-    out.sort(key=lambda r: r[0])
-    return out
-
-
 def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
     return []
 
 
 def markets_added(decoded: Decoded, meta: LogMeta) -> list[tuple[int, str]]:
-    return [(row, f["market"]) for row, _, f in _rows(decoded, ("MarketAdded",))]
+    return [(row, f["market"]) for row, _, f in event_rows(decoded, ("MarketAdded",))]
 
 
 def keys_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
     """Positions whose margin before the batch is needed for the margin deltas."""
-    rows = _rows(decoded, ("PositionModified", "PositionLiquidated"))
+    rows = event_rows(decoded, ("PositionModified", "PositionLiquidated"))
     return sorted({address_pair_key(meta.address[r], f["account"]) for r, _, f in rows})
 
 
@@ -79,7 +69,7 @@ def _key_name(word: str) -> str:
 
 def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterOutput:
     out = AdapterOutput(ChangeColumns(), FundingColumns(), [])
-    rows = _rows(decoded)
+    rows = event_rows(decoded, EVENTS)
     liquidations = {(meta.tx_hash[r], meta.address[r], f["account"])
                     for r, name, f in rows if name == "PositionLiquidated"}
     #: key -> margin after the latest change (0 while the account holds no position).
