@@ -15,7 +15,7 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from indexer.abi import decode_values, encode_call
 from indexer.devnet.chain import (
@@ -68,15 +68,39 @@ def mine_together(rpc: Rpc, txs: list[dict[str, Any]]) -> list[bool]:
     return [wait_receipt(rpc, h)["status"] == "0x1" for h in hashes]
 
 
+@dataclass
 class TradingLoop:
-    """The action mix both simulators share; a subclass provides the actions, ``rng``, ``rpc``,
-    ``ids``, ``stats`` and ``lock``, and its own weights."""
+    """What the simulators share: the wallets, seeded randomness, counters and the action mix.
+
+    A subclass declares its contract field(s) and ``accounts`` (positional, after ``rpc``),
+    its weights, and the actions. ``accounts[0]`` and ``[1]`` are its privileged roles
+    (owner, keeper or liquidator); the next ``traders`` accounts are the trading wallets.
+    """
 
     #: Cumulative probabilities of: open/increase, collateral deposit, decrease, collateral
     #: withdrawal, full close, price move, batch block; the rest is a time jump.
-    MIX: tuple[float, float, float, float, float, float, float]
+    MIX: ClassVar[tuple[float, float, float, float, float, float, float]]
     #: Chance that a price move is a shock.
-    SHOCK: float
+    SHOCK: ClassVar[float]
+
+    rpc: Rpc
+    seed: int = field(default=7, kw_only=True)
+    traders: int = field(default=30, kw_only=True)
+    #: the first ``whales`` wallets trade millions (see ``trade_size``)
+    whales: int = field(default=3, kw_only=True)
+    stats: Counter[str] = field(default_factory=Counter, kw_only=True)
+    #: every position id traded so far
+    ids: set[Any] = field(default_factory=set, kw_only=True)
+    #: transaction hashes of successful liquidations (where the simulator records them)
+    liquidations: list[str] = field(default_factory=list, kw_only=True)
+
+    def __post_init__(self) -> None:
+        accounts: list[str] = self.accounts  # type: ignore[attr-defined]
+        self.rng = random.Random(self.seed)
+        self.wallets = accounts[2:2 + self.traders]
+        if len(self.wallets) < self.traders:
+            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(accounts)}")
+        self.lock = threading.Lock()
 
     def time_jump(self) -> None:
         self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
@@ -129,23 +153,13 @@ class Simulator(TradingLoop):
     MIX = (0.34, 0.42, 0.54, 0.60, 0.70, 0.84, 0.92)
     SHOCK = 0.2
 
-    rpc: Rpc
     vault: str
     accounts: list[str]
-    seed: int = 7
-    traders: int = 30
-    whales: int = 3
-    stats: Counter[str] = field(default_factory=Counter)
-    ids: set[PositionId] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
+        super().__post_init__()
         self.gov, self.liquidator = self.accounts[0], self.accounts[1]
-        self.wallets = self.accounts[2:2 + self.traders]
-        if len(self.wallets) < self.traders:
-            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
         self.prices = {s: p * USD for s, (p, _) in TOKENS.items()}
-        self.lock = threading.Lock()
 
     # -- chain helpers -----------------------------------------------------------------------
 

@@ -10,15 +10,11 @@ the clearing house itself holds afterwards.
 
 from __future__ import annotations
 
-import random
-import threading
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from indexer.abi import decode_values, encode_call
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
 from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
-from indexer.rpc import Rpc
 
 ONE = 10**18
 #: base token symbol -> start price in USD
@@ -45,25 +41,13 @@ class SimulatorPerp(TradingLoop):
     MIX = (0.40, 0.46, 0.58, 0.62, 0.72, 0.86, 0.93)
     SHOCK = 0.3
 
-    rpc: Rpc
     house: str
     accounts: list[str]
-    seed: int = 7
-    traders: int = 30
-    whales: int = 3
-    stats: Counter[str] = field(default_factory=Counter)
-    ids: set[PositionId] = field(default_factory=set)
-    #: transaction hashes of successful liquidations
-    liquidations: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
+        super().__post_init__()
         self.owner, self.liquidator = self.accounts[0], self.accounts[1]
-        self.wallets = self.accounts[2:2 + self.traders]
-        if len(self.wallets) < self.traders:
-            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
         self.prices = {s: p * ONE for s, p in BASES.items()}
-        self.lock = threading.Lock()
 
     def _tx(self, sender: str, data: str) -> str | None:
         receipt = send(self.rpc, sender, self.house, data, gas=1_500_000)

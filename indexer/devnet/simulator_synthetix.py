@@ -11,15 +11,11 @@ markets themselves hold afterwards.
 
 from __future__ import annotations
 
-import random
-import threading
-from collections import Counter
 from dataclasses import dataclass, field
 
 from indexer.abi import decode_values, encode_call, encode_values
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
 from indexer.devnet.simulator import TradingLoop, mine_together, trade_size
-from indexer.rpc import Rpc
 
 ONE = 10**18
 SOURCE = CONTRACTS / "SynthetixTestPerps.sol"
@@ -53,29 +49,18 @@ class SimulatorSynthetix(TradingLoop):
     MIX = (0.36, 0.44, 0.56, 0.61, 0.71, 0.86, 0.93)
     SHOCK = 0.3
 
-    rpc: Rpc
     #: the two manager versions, oldest first
     managers: tuple[str, str]
     #: market key -> market address (deployed, not yet added)
     markets: dict[str, str]
     accounts: list[str]
-    seed: int = 7
-    traders: int = 30
-    whales: int = 3
-    stats: Counter[str] = field(default_factory=Counter)
-    ids: set[PositionId] = field(default_factory=set)
-    liquidations: list[str] = field(default_factory=list)
     #: market keys added so far (tradable)
     live: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
+        super().__post_init__()
         self.owner, self.keeper = self.accounts[0], self.accounts[1]
-        self.wallets = self.accounts[2:2 + self.traders]
-        if len(self.wallets) < self.traders:
-            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
         self.prices = {k: p * ONE for k, (_, p, _) in MARKETS.items()}
-        self.lock = threading.Lock()
 
     def _tx(self, sender: str, to: str, data: str) -> str | None:
         receipt = send(self.rpc, sender, to, data, gas=1_000_000)

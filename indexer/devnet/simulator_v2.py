@@ -11,16 +11,12 @@ the exchange afterwards.
 
 from __future__ import annotations
 
-import random
-import threading
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from indexer.abi import decode_values, encode_call, encode_values, keccak
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
 from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
-from indexer.rpc import Rpc
 
 USD = 10**30
 #: symbol -> (decimals, start price in USD per whole token). SOL is synthetic (no contract).
@@ -64,25 +60,13 @@ class SimulatorV2(TradingLoop):
     MIX = (0.34, 0.40, 0.52, 0.57, 0.67, 0.84, 0.92)
     SHOCK = 0.25
 
-    rpc: Rpc
     exchange: str
     accounts: list[str]
-    seed: int = 7
-    traders: int = 30
-    whales: int = 3
-    stats: Counter[str] = field(default_factory=Counter)
-    ids: set[PositionId] = field(default_factory=set)
-    #: transaction hashes of successful liquidations
-    liquidations: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
+        super().__post_init__()
         self.keeper = self.accounts[0]
-        self.wallets = self.accounts[2:2 + self.traders]
-        if len(self.wallets) < self.traders:
-            raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(self.accounts)}")
         self.usd_prices: dict[str, float] = {s: float(p) for s, (_, p) in TOKENS.items()}
-        self.lock = threading.Lock()
 
     def _tx(self, data: str) -> dict[str, Any]:
         receipt = send(self.rpc, self.keeper, self.exchange, data, gas=3_000_000)
