@@ -22,7 +22,7 @@ from eth_utils import keccak as _keccak
 
 from indexer import eventdata
 from indexer.errors import AbiError
-from indexer.types import STATIC_TYPES, Decoded, EventColumns, EventDef
+from indexer.types import STATIC_TYPES, Decoded, EventColumns, EventDef, split_types, word_types
 
 
 def keccak(data: bytes) -> bytes:
@@ -149,7 +149,7 @@ def _word_decoder(typ: str) -> Any:
 def _decode_static(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int],
                    failures: list[tuple[int, str]]) -> EventColumns:
     n_topics = 1 + sum(1 for _, _, ix in ev.inputs if ix)
-    n_words = len(ev.data_types)
+    n_words = sum(len(word_types(t) or ()) for t in ev.data_types)
     want = 2 + 64 * n_words
     good: list[int] = []
     datas: list[str] = []
@@ -169,26 +169,40 @@ def _decode_static(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int]
     cols = EventColumns(ev, good, {})
     word, topic = 0, 1
     bad: dict[int, str] = {}
-    for name, typ, indexed in ev.inputs:
+
+    def column(src: list[str], typ: str, label: str) -> list[Any]:
         dec = _word_decoder(typ)
-        if indexed:
-            src, off = [t[topic][2:] for t in topics], 0
-            topic += 1
-        else:
-            off = 2 + 64 * word
-            src = [d[off:off + 64] for d in datas]
-            word += 1
         try:
-            cols.fields[name] = [dec(w) for w in src]
+            return [dec(w) for w in src]
         except ValueError:  # rare: find the offending rows one by one
             values = []
             for i, w in enumerate(src):
                 try:
                     values.append(dec(w))
                 except ValueError as e:
-                    bad.setdefault(i, f"{ev.name}.{name}: {e}")
+                    bad.setdefault(i, f"{ev.name}.{label}: {e}")
                     values.append(None)
-            cols.fields[name] = values
+            return values
+
+    def assemble(typ: str, label: str) -> list[Any]:
+        """The column of one data argument: words sliced, tuples zipped from their parts."""
+        nonlocal word
+        if typ in STATIC_TYPES:
+            off = 2 + 64 * word
+            word += 1
+            return column([d[off:off + 64] for d in datas], typ, label)
+        parts = [assemble(p, f"{label}[{i}]") for i, p in enumerate(split_types(typ[1:-1]))]
+        return list(zip(*parts, strict=True)) if parts else [() for _ in datas]
+
+    for name, typ, indexed in ev.inputs:
+        if indexed:
+            src = [t[topic][2:] for t in topics]
+            topic += 1
+            # an indexed tuple is only its hash in the topic
+            cols.fields[name] = (column(src, typ, name) if typ in STATIC_TYPES
+                                 else ["0x" + w.lower() for w in src])
+        else:
+            cols.fields[name] = assemble(typ, name)
     if bad:
         keep = [i for i in range(len(good)) if i not in bad]
         failures.extend((good[i], reason) for i, reason in bad.items())
@@ -292,7 +306,7 @@ def selector(signature: str) -> str:
 def encode_call(signature: str, args: Sequence[Any]) -> str:
     """Calldata for ``name(type,...)`` with ``args``, as 0x hex."""
     types = signature[signature.index("(") + 1:-1]
-    types_list = [t for t in _split_types(types)]
+    types_list = split_types(types)
     return selector(signature) + eth_abi.encode(types_list, list(args)).hex()
 
 
@@ -303,18 +317,3 @@ def encode_values(types: Sequence[str], values: Sequence[Any]) -> bytes:
 
 def decode_values(types: Sequence[str], data_hex: str) -> tuple[Any, ...]:
     return tuple(eth_abi.decode(list(types), bytes.fromhex(data_hex[2:])))
-
-
-def _split_types(types: str) -> list[str]:
-    out, depth, cur = [], 0, ""
-    for ch in types:
-        if ch == "," and depth == 0:
-            out.append(cur)
-            cur = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        cur += ch
-    if cur:
-        out.append(cur)
-    return out

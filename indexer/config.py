@@ -57,6 +57,9 @@ class TokenConfig:
     address: str
     decimals: int
     symbol: str = ""
+    #: The protocol's own number for the token where it numbers them (gTrade's
+    #: ``collateralIndex``), else None.
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,8 @@ class _Reader:
 
     def int(self, name: str, default: Any = MISSING, minimum: int = 0) -> int:
         value = self.raw(name, default)
+        if value is None and default is None:
+            return value
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -267,7 +272,11 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
         decimals = tr.int("decimals")
         if decimals > 77:
             raise ConfigError(file, tr.key("decimals"), decimals, "token decimals from 0 to 77")
-        tokens[str(addr).lower()] = TokenConfig(str(addr).lower(), decimals, tr.str("symbol", ""))
+        token_id = tr.int("id", None)
+        if token_id is not None and any(o.id == token_id for o in tokens.values()):
+            raise ConfigError(file, tr.key("id"), token_id, "a token id not used by another token")
+        tokens[str(addr).lower()] = TokenConfig(str(addr).lower(), decimals, tr.str("symbol", ""),
+                                                token_id)
         tr.done()
     markets: dict[str, MarketConfig] = {}
     m = _Reader(file, r.raw("markets", {}), r.key("markets"))

@@ -228,8 +228,9 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], store: Store
             raise AssertionError(f"adapter {plan.proto.adapter} needs the store for prior state")
         if keys:
             previous = store.load_previous(plan.proto.name, keys, lo, plan.adapter.USD_DECIMALS)
+    token_ids = {t.id: t.address for t in plan.proto.tokens.values() if t.id is not None}
     ctx = AdapterContext(plan.chain.chain_id, contracts, txs, plan.markets, plan.decimals,
-                         previous)
+                         previous, token_ids)
     tokens_needed = getattr(plan.adapter, "tokens_needed", None)
     if tokens_needed is not None:
         unknown = tokens_needed(decoded, meta, ctx)

@@ -174,25 +174,33 @@ class Store:
         if not keys:
             return {}
         cols = ("position_key, is_long, size_tokens_raw::VARCHAR, collateral_raw::VARCHAR, "
-                "realized_pnl_usd, updated_block")
+                "realized_pnl_usd, market, collateral_token, size_raw::VARCHAR, "
+                "collateral_tokens_raw::VARCHAR, entry_price_raw::VARCHAR, updated_block")
         rows = self.con.execute(
             f"SELECT {cols} FROM positions WHERE source = $source AND position_key IN "
             "(SELECT unnest($keys))", {"source": source, "keys": keys}).fetchall()
-        if any(r[5] >= before_block for r in rows):
+        if any(r[-1] >= before_block for r in rows):
+            last = ", ".join(f"arg_max({c}, o){cast}" for c, cast in (
+                ("is_long", ""), ("size_after_tokens_raw", "::VARCHAR"),
+                ("collateral_after_raw", "::VARCHAR"), ("realized_pnl_usd", ""), ("market", ""),
+                ("collateral_token", ""), ("size_after_raw", "::VARCHAR"),
+                ("collateral_after_tokens_raw", "::VARCHAR"), ("entry_price_raw", "::VARCHAR")))
             rows = self.con.execute(
-                "SELECT position_key, arg_max(is_long, o), arg_max(size_after_tokens_raw, o)"
-                "::VARCHAR, arg_max(collateral_after_raw, o)::VARCHAR, "
-                "arg_max(realized_pnl_usd, o), max(block_number) FROM (SELECT *, "
+                f"SELECT position_key, {last}, max(block_number) FROM (SELECT *, "
                 "block_number * 1000000 + log_index AS o FROM position_changes WHERE "
                 "source = $source AND block_number < $before AND position_key IN "
                 "(SELECT unnest($keys))) GROUP BY position_key",
                 {"source": source, "keys": keys, "before": before_block}).fetchall()
         scale = 10**usd_decimals
+
+        def num(v: str | None) -> int | None:
+            return int(v) if v is not None else None
+
         return {k: PreviousState(
-            is_long, int(size) if size is not None else 0,
-            int(coll) if coll is not None else None,
-            int(pnl * scale) if pnl is not None else None)
-            for k, is_long, size, coll, pnl, _ in rows}
+            is_long, num(size) or 0, num(coll), int(pnl * scale) if pnl is not None else None,
+            market, coll_token, num(size_usd) or 0, num(coll_tokens), num(entry))
+            for k, is_long, size, coll, pnl, market, coll_token, size_usd, coll_tokens, entry, _
+            in rows}
 
     def load_block_hash(self, chain_id: int, number: int) -> str | None:
         row = self.con.execute("SELECT hash FROM blocks WHERE chain_id = ? AND number = ?",

@@ -24,11 +24,45 @@ class EventDef:
 
     @property
     def static(self) -> bool:
-        return all(t in STATIC_TYPES for _, t, indexed in self.inputs if not indexed)
+        """Every data argument is one word or a tuple of them (so the data has a fixed layout)."""
+        return all(word_types(t) is not None for _, t, indexed in self.inputs if not indexed)
 
     @property
     def data_types(self) -> list[str]:
         return [t for _, t, indexed in self.inputs if not indexed]
+
+
+def split_types(types: str) -> list[str]:
+    """Split ``a,(b,c),d`` at its top-level commas."""
+    out, depth, cur = [], 0, ""
+    for ch in types:
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    if cur:
+        out.append(cur)
+    return out
+
+
+def word_types(typ: str) -> list[str] | None:
+    """The one-word types a static ABI type is laid out as, in order: ``[typ]`` for a word type,
+    the flattened components for a tuple of static types (e.g. gTrade's ``Trade`` struct);
+    None for a dynamic type (arrays, bytes, string, tuples holding them)."""
+    if typ in STATIC_TYPES:
+        return [typ]
+    if typ.startswith("(") and typ.endswith(")"):
+        out: list[str] = []
+        for part in split_types(typ[1:-1]):
+            words = word_types(part)
+            if words is None:
+                return None
+            out += words
+        return out
+    return None
 
 
 @dataclass(slots=True)
@@ -210,3 +244,11 @@ class PreviousState:
     collateral: int | None
     #: Realised PnL after, raw USD (exact for adapters with at most 18 USD decimals).
     realized_pnl: int | None
+    market: str | None = None
+    collateral_token: str | None = None
+    #: Size after, raw USD.
+    size_usd: int = 0
+    #: Collateral after in collateral-token units (None where not tracked).
+    collateral_tokens: int | None = None
+    #: Entry price after, raw USD (None where not tracked).
+    entry_price: int | None = None

@@ -48,6 +48,8 @@ class AdapterContext:
     #: For adapters with ``keys_needed``: position key -> its state before the batch (keys
     #: never seen before are absent).
     previous: dict[str, PreviousState] = field(default_factory=dict)
+    #: The protocol's own token numbers from the config's ``tokens:`` (``id``): id -> address.
+    token_ids: dict[int, str] = field(default_factory=dict)
 
 
 def address_pair_key(first: str, second: str) -> str:
