@@ -88,7 +88,7 @@ def gmx_v1_logs() -> list[dict]:
 
 
 ROLES = {"gmx_v1": "vault", "gmx_v2": "event_emitter", "perp_v2": "clearing_house",
-         "synthetix_perps_v2": "futures_market_manager"}
+         "synthetix_perps_v2": "futures_market_manager", "gtrade": "diamond"}
 
 
 def write_config(path: Path, rpc_url: str, address: str, start_block: int, *,

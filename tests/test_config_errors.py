@@ -148,3 +148,17 @@ def test_a_role_listing_several_contracts_is_checked(tmp_path, capsys):
     assert [(c.role, c.address, c.start_block) for c in proto.contracts] == [
         ("futures_market_manager", "0x" + "ab" * 20, 1),
         ("futures_market_manager", "0x" + "cd" * 20, 5)]
+
+
+def test_token_ids_must_be_integers_and_unique(tmp_path):
+    tokens = ('    tokens:\n      "0x' + "11" * 20 + '": { decimals: 18, id: 1 }\n'
+              '      "0x' + "22" * 20 + '": { decimals: 6, id: ONE }\n')
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0, adapter="gtrade",
+                       protocol_extra=tokens)
+    with pytest.raises(ConfigError, match=r"tokens.0x2{40}.id: got 'ONE', expected an integer"):
+        load_config(cfg)
+    cfg.write_text(cfg.read_text().replace("id: ONE", "id: 1"))
+    with pytest.raises(ConfigError, match=r"0x2{40}.id: got 1, expected a token id not used"):
+        load_config(cfg)
+    cfg.write_text(cfg.read_text().replace("decimals: 6, id: 1", "decimals: 6, id: 3"))
+    assert {t.id for t in load_config(cfg).protocols[0].tokens.values()} == {1, 3}

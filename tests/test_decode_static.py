@@ -1,6 +1,6 @@
-"""Our column decoder against eth_abi, on every event of the Perpetual v2 and Synthetix ABIs:
-payloads built with eth_abi from the real declarations, at the limits of every type, and the
-published topic0s of protocols.md 3.1 and 6."""
+"""Our column decoder against eth_abi, on every event of the Perpetual v2, Synthetix and gTrade
+ABIs: payloads built with eth_abi from the real declarations (gTrade's structs included), at the
+limits of every type, and the published topic0s of protocols.md 3.1, 5.2 and 6."""
 
 from __future__ import annotations
 
@@ -10,9 +10,21 @@ import eth_abi
 import pytest
 
 from indexer.abi import decode_logs, load_abi_dir
+from indexer.types import split_types
 from tests.conftest import ROOT
 
+V10, V9 = "GNSMultiCollatDiamond.json", "GNSMultiCollatDiamond_v9.json"
 PUBLISHED = {
+    "gtrade": {
+        ("MarketExecuted", 3, 12, V10): "0xbdc1265da95238ea4c775f66ac8fe748af83982c4b356ac4d0c28a0f512c0a8b",
+        ("LimitExecuted", 4, 15, V10): "0x9c19bc42a9be820f3366fa0563f85e5c227966eaea4c45acd2f7cd868086a17d",
+        ("MarketExecuted", 3, 12, V9): "0x26d428c63a1c5161a75dbe15e1e65bc7bf932acb203db2a47df55b16a60d35b1",
+        ("LimitExecuted", 4, 15, V9): "0x33b71dccfeb2f3e0f4ed2a9f7c05255d8c5aa57936b542245a5e63c938301597",
+        ("TradeStored", 3, 5, V10): "0xa14af6e9b04a80b4f40bf3946fceabd8e21e03bed8bdfd8d7b99af550efbf792",
+        ("TradeClosed", 3): "0xa518dc0f204e7b9dcb9655590f084b91940be34dd66e174c2b29f4a81d99d5df",
+        ("TradePositionUpdated", 3, 9, V10): "0x2412b874f666f2bd61ccfb0bad6a68558833fcfb00fdf60c0b8caed34742bae3",
+        ("TradeCollateralUpdated", 3): "0x48a630649f549ef031330c87af1da1f77164d2f664b9044c7e95bc01d27999e5",
+    },
     "perp_v2": {
         ("PositionChanged", 3): "0x968bc4f738eae0486dc6736c4b427dbafa4acfdf6eaf223337791ddeb3a56247",
         ("PositionLiquidated", 3): "0xd9aced30440caca81570436bc942f816cfd95a3f08f700a2aeb6334c7cb5b497",
@@ -42,6 +54,8 @@ def _value(typ: str, rng: random.Random, extreme: int) -> object:
         return rng.random() < 0.5
     if typ == "bytes32":
         return rng.randbytes(32)
+    if typ.startswith("("):
+        return tuple(_value(t, rng, extreme) for t in split_types(typ[1:-1]))
     bits = int(typ.removeprefix("u").removeprefix("int") or 256)
     lo, hi = (0, 2**bits - 1) if typ.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
     return (lo, hi, rng.randint(lo, hi))[extreme]
@@ -56,6 +70,8 @@ def _log(ev, values: list[object]) -> dict:
 
 
 def _expected(typ: str, v: object) -> object:
+    if isinstance(v, tuple):
+        return tuple(_expected(t, x) for t, x in zip(split_types(typ[1:-1]), v, strict=True))
     if isinstance(v, bytes):
         return "0x" + v.hex()
     return v.lower() if isinstance(v, str) else v
@@ -64,7 +80,7 @@ def _expected(typ: str, v: object) -> object:
 @pytest.mark.parametrize("protocol", sorted(PUBLISHED))
 def test_every_event_decodes_like_eth_abi(protocol):
     abi = load_abi_dir(ROOT / "abis" / protocol)
-    shapes = {(e.name, n, len(e.inputs)): e for (_, n), e in abi.by_shape.items()}
+    shapes = {(e.name, n, len(e.inputs), e.source): e for (_, n), e in abi.by_shape.items()}
     for key, topic in PUBLISHED[protocol].items():
         match = [e for k, e in shapes.items() if k[:len(key)] == key]
         assert len(match) == 1 and match[0].topic0 == topic, key

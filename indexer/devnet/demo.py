@@ -18,6 +18,7 @@ from rich.table import Table
 from indexer.config import REPO_ROOT, load_config
 from indexer.devnet.chain import Anvil
 from indexer.devnet.simulator import SYMBOLS, Simulator, deploy_vault
+from indexer.devnet.simulator_gtrade import PAIRS, SimulatorGTrade, deploy_diamond
 from indexer.devnet.simulator_perp import BASES, SimulatorPerp, base_address, deploy_clearing_house
 from indexer.devnet.simulator_synthetix import (
     MARKETS as SNX_MARKETS,
@@ -49,7 +50,7 @@ def _skew_bar(skew: float | None, width: int = 20) -> str:
 
 
 LABELS = {**SYMBOLS, **{market_address(n): n for n in MARKETS},
-          **{base_address(s): s for s in BASES}}
+          **{base_address(s): s for s in BASES}, **{str(p): n for p, (n, _) in PAIRS.items()}}
 #: Synthetix markets: steps after which the second manager takes over and adds the last market
 UPGRADE_AFTER = 60
 
@@ -85,8 +86,9 @@ def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, in
                f"  |  simulators: {stats.get('tx_ok', 0)} txs, "
                f"{sum(n for k, n in stats.items() if k.startswith('liquidation'))} "
                f"liquidations   (Ctrl-C to stop)")
-    return Group(Panel(summary, title="perp-indexer demo: GMX v1, GMX v2, Perpetual v2 and "
-                                      "Synthetix-style test contracts on a local anvil"),
+    return Group(Panel(summary, title="perp-indexer demo: GMX v1, GMX v2, Perpetual v2, "
+                                      "Synthetix and gTrade-style test contracts on a local "
+                                      "anvil"),
                  t, w, wh)
 
 
@@ -94,12 +96,14 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
     anvil = Anvil(accounts=traders + 5)
     stop = threading.Event()
     try:
-        # deployment order fixes the addresses configs/demo.yaml expects (nonces 0-4)
+        # deployment order fixes the addresses configs/demo.yaml expects (nonces 0-4, then
+        # the Synthetix markets, then the gTrade diamond)
         deployed = {"gmx_v1": [deploy_vault(anvil)], "gmx_v2": [deploy_exchange(anvil)],
                     "perp_v2": [deploy_clearing_house(anvil)],
                     "synthetix_perps_v2": [deploy_manager(anvil), deploy_manager(anvil)]}
         snx_markets = {k: deploy_market(anvil, p * 10**18, legacy)
                        for k, (_, p, legacy) in SNX_MARKETS.items()}
+        deployed["gtrade"] = [deploy_diamond(anvil)]
         vault, exchange = deployed["gmx_v1"][0], deployed["gmx_v2"][0]
         os.environ["DEMO_RPC_URL"] = anvil.url
         cfg = load_config(REPO_ROOT / "configs" / "demo.yaml")
@@ -119,7 +123,9 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
             SimulatorPerp(sim_rpc, deployed["perp_v2"][0], anvil.accounts, seed=seed + 2,
                           traders=traders),
             SimulatorSynthetix(sim_rpc, tuple(deployed["synthetix_perps_v2"]), snx_markets,
-                               anvil.accounts, seed=seed + 3, traders=traders)]
+                               anvil.accounts, seed=seed + 3, traders=traders),
+            SimulatorGTrade(sim_rpc, deployed["gtrade"][0], anvil.accounts, seed=seed + 4,
+                            traders=traders)]
         for sim in sims:
             sim.setup()
 
