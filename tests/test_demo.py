@@ -21,7 +21,7 @@ def test_demo_runs_and_indexes(tmp_path, monkeypatch):
     finally:
         store.close()
     rows, cp = dict(rows), dict(cp)
-    for protocol in ("gmx_v1", "gmx_v2", "perp_v2", "synthetix_perps_v2"):  # every simulator
+    for protocol in ("gmx_v1", "gmx_v2", "perp_v2", "synthetix_perps_v2", "gtrade"):  # all
         assert rows.get(protocol, 0) > 0, protocol
     for source in ("gmx_v1_devnet", "gmx_v2_devnet", "perp_v2_devnet", "synthetix_devnet"):
         assert cp[source] > 0, source
