@@ -13,6 +13,8 @@ import json
 import logging
 import re
 import threading
+import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,27 +25,45 @@ from indexer.errors import RangeTooLarge, RpcError, RpcUnavailable, redact_url
 
 logger = logging.getLogger(__name__)
 
-#: Messages by which providers say a getLogs range or its result count is too large.
+#: Messages by which providers say a getLogs range or its result count is too large (the
+#: catalogue with sources is in tests/test_rpc_faults.py).
 _RANGE_PATTERNS = re.compile(
     r"block range|range too large|range is too large|too many blocks|exceed(?:s|ed)? (?:the )?"
-    r"(?:max(?:imum)?|limit)|query returned more than|more than \d+ results|response size|"
-    r"limited to a \d+|too many (?:logs|results)|result window|query timeout|log response size",
+    r"(?:max(?:imum)?|limit|server limit)|query returned more than|more than \d+ results|"
+    r"response size|limited to a [\d,]+|too many (?:logs|results)|returns too many logs|"
+    r"result window|query timeout|log response size|exceeds limit of",
     re.IGNORECASE,
 )
 _HEX_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
+#: "retry with the range 25766988-25775072" (reth)
+_DEC_RANGE = re.compile(r"range (\d+)\s*-\s*(\d+)")
 _MAX_NUMBER = re.compile(
-    r"(?:max(?:imum)?(?: block)?(?: range)?(?: is| of|:)?|limited to a|up to a)\s*(\d+)\s*(k?)",
+    r"(?:max(?:imum)?(?: block)?(?: range)?(?: is| of|:)?|limited to a|up to a|limit of|"
+    r"narrow your filter:)\s*(\d[\d,]*)\s*(k?)",
     re.IGNORECASE,
 )
+#: JSON-RPC errors by which providers say "slow down" (retried with backoff, never fatal).
+_RATE_LIMITED = re.compile(
+    r"rate limit|request rate|too many requests|exceeded its compute units|credits limited|"
+    r"capacity exceeded|daily request count|throughput",
+    re.IGNORECASE,
+)
+_RATE_LIMIT_CODES = {429, -32012, -32090}
 _RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
 
 class _Transient(Exception):
     """Internal: a failure worth retrying on the same endpoint."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, kind: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
+        #: timeout | transport | http_<status> | invalid_json | rate_limited
+        self.kind = kind
         self.retry_after = retry_after
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.kind in ("rate_limited", "http_429")
 
 
 def parse_range_error(code: int | None, message: str, data: Any) -> RangeTooLarge | None:
@@ -51,20 +71,42 @@ def parse_range_error(code: int | None, message: str, data: Any) -> RangeTooLarg
     if not _RANGE_PATTERNS.search(message or ""):
         return None
     suggested: int | None = None
-    m = _HEX_RANGE.search(message)
+    m = _HEX_RANGE.search(message) or _DEC_RANGE.search(message)
     if m:
-        suggested = int(m.group(2), 16) - int(m.group(1), 16) + 1
+        suggested = int(m.group(2), 0) - int(m.group(1), 0) + 1
     elif isinstance(data, dict) and "from" in data and "to" in data:
         try:
             suggested = int(str(data["to"]), 0) - int(str(data["from"]), 0) + 1
         except ValueError:
             suggested = None
-    elif "result" not in message.lower():
+    elif not re.search(r"\bresults?\b|\blogs\b", message, re.IGNORECASE):  # a log count
         n = _MAX_NUMBER.search(message)
         if n:
-            suggested = int(n.group(1)) * (1000 if n.group(2).lower() == "k" else 1)
+            suggested = int(n.group(1).replace(",", "")) * (1000 if n.group(2).lower() == "k"
+                                                             else 1)
     return RangeTooLarge(f"provider refused the range: {message}",
                          suggested if suggested and suggested > 0 else None)
+
+
+def is_rate_limit(code: Any, message: str) -> bool:
+    """A JSON-RPC error that means "too many requests" (Alchemy 429, QuickNode -32012,
+    Infura -32005 "request rate" ...), as opposed to a request that cannot succeed."""
+    if parse_range_error(code, message, None) is not None:
+        return False
+    return code in _RATE_LIMIT_CODES or bool(_RATE_LIMITED.search(message or ""))
+
+
+def _rate_limit_reply(reply: Any) -> str | None:
+    """The message if a reply (or every answer of a batch reply) is a rate-limit error."""
+    replies = reply if isinstance(reply, list) else [reply]
+    messages = []
+    for r in replies:
+        err = r.get("error") if isinstance(r, dict) else None
+        if not isinstance(err, dict) or not is_rate_limit(err.get("code"),
+                                                           str(err.get("message", ""))):
+            return None
+        messages.append(str(err.get("message", "")))
+    return messages[0] if messages else None
 
 
 _BACKOFF = tenacity.wait_exponential_jitter(multiplier=0.25, max=15.0, jitter=0.5)
@@ -78,8 +120,20 @@ def _wait(retry_state: tenacity.RetryCallState) -> float:
     return backoff
 
 
+#: After failing over, go back to the first URL after this many seconds.
+RECOVER_AFTER = 60.0
+#: Bounds of the adaptive pause between requests to an endpoint that rate-limits us.
+_PACE_MIN, _PACE_MAX = 0.05, 5.0
+
+
 class Rpc:
-    """A JSON-RPC client for one chain. Thread-safe for sequential use from several threads."""
+    """A JSON-RPC client for one chain. Thread-safe for sequential use from several threads.
+
+    Each endpoint has an adaptive pace: a rate-limit answer (HTTP 429 or a provider's JSON-RPC
+    rate-limit error) doubles the pause between its requests, each success shrinks it back to
+    none. After a failover the first URL is tried again once ``RECOVER_AFTER`` seconds passed.
+    ``errors`` counts failures by (redacted endpoint, kind).
+    """
 
     def __init__(self, urls: Sequence[str], timeout: float = 30.0, max_attempts: int = 5) -> None:
         if not urls:
@@ -88,8 +142,12 @@ class Rpc:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self._active = 0
+        self._switched_at = 0.0
         self._ids = 0
         self._lock = threading.Lock()
+        self._pace = [0.0] * len(self.urls)
+        self._last = [0.0] * len(self.urls)
+        self.errors: Counter[tuple[str, str]] = Counter()
         self._client = httpx.Client(timeout=timeout, headers={"Content-Type": "application/json"})
 
     @property
@@ -102,29 +160,53 @@ class Rpc:
 
     # -- transport -----------------------------------------------------------------------------
 
+    def _post_paced(self, index: int, body: bytes) -> Any:
+        wait = self._last[index] + self._pace[index] - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._last[index] = time.monotonic()
+        try:
+            reply = self._post_once(self.urls[index], body)
+        except _Transient as e:
+            self.errors[(redact_url(self.urls[index]), e.kind)] += 1
+            if e.rate_limited:
+                self._pace[index] = min(max(self._pace[index] * 2, _PACE_MIN), _PACE_MAX)
+            raise
+        self._pace[index] = self._pace[index] * 0.8 if self._pace[index] > 0.01 else 0.0
+        return reply
+
     def _post_once(self, url: str, body: bytes) -> Any:
         try:
             resp = self._client.post(url, content=body)
         except httpx.TimeoutException as e:
-            raise _Transient(f"timeout after {self.timeout:g}s ({type(e).__name__})") from None
+            raise _Transient(f"timeout after {self.timeout:g}s ({type(e).__name__})",
+                             "timeout") from None
         except httpx.TransportError as e:
-            raise _Transient(f"{type(e).__name__}: {e}") from None
+            raise _Transient(f"{type(e).__name__}: {e}", "transport") from None
         if resp.status_code in _RETRYABLE_HTTP:
             ra = resp.headers.get("Retry-After")
             retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
-            raise _Transient(f"HTTP {resp.status_code}", retry_after)
+            raise _Transient(f"HTTP {resp.status_code}", f"http_{resp.status_code}", retry_after)
         if resp.status_code >= 400:
             raise RpcError("http", resp.status_code, f"HTTP {resp.status_code} from {redact_url(url)}")
         try:
-            return json.loads(resp.content)
+            reply = json.loads(resp.content)
         except ValueError:
-            raise _Transient(f"invalid JSON body ({len(resp.content)} bytes)") from None
+            raise _Transient(f"invalid JSON body ({len(resp.content)} bytes)",
+                             "invalid_json") from None
+        limited = _rate_limit_reply(reply)
+        if limited is not None:
+            raise _Transient(f"rate limited: {limited[:200]}", "rate_limited")
+        return reply
 
     def _post(self, payload: Any, what: str) -> Any:
         body = json.dumps(payload).encode()
         last: Exception | None = None
+        start = self._active
+        if start and time.monotonic() - self._switched_at > RECOVER_AFTER:
+            start = 0  # give the first URL another chance
         for shift in range(len(self.urls)):
-            index = (self._active + shift) % len(self.urls)
+            index = (start + shift) % len(self.urls)
             url = self.urls[index]
             retrying = tenacity.Retrying(
                 stop=tenacity.stop_after_attempt(self.max_attempts),
@@ -136,14 +218,16 @@ class Rpc:
                     rs.outcome.exception() if rs.outcome else "?", rs.attempt_number),
             )
             try:
-                result = retrying(self._post_once, url, body)
+                result = retrying(self._post_paced, index, body)
             except _Transient as e:
                 last = e
                 logger.error("rpc endpoint %s failed for %s: %s", redact_url(url), what, e)
                 continue
             if index != self._active:
-                logger.warning("rpc failover to %s", redact_url(url))
+                logger.warning("rpc %s to %s", "back" if index == 0 else "failover",
+                               redact_url(url))
                 self._active = index
+                self._switched_at = time.monotonic()
             return result
         shown = ", ".join(redact_url(u) for u in self.urls)
         raise RpcUnavailable(f"cannot reach RPC {shown} for {what} after "

@@ -1,0 +1,181 @@
+"""RPC faults never become missing or duplicated data: the recording of the unmodified GMX v1
+contracts is backfilled through our fault-injecting proxy (``indexer/devnet/faultproxy.py``)
+and must equal a clean run, table for table; each major provider's range-cap error text is
+recognised; rate limits are paced; a dead endpoint fails over and the first one is taken back;
+a request that cannot succeed is not retried; and a backfill killed with SIGKILL at random
+moments, then restarted, ends equal to the clean run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from indexer import rpc as rpc_module
+from indexer.devnet.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
+from indexer.errors import RpcError
+from indexer.rpc import Rpc, is_rate_limit, parse_range_error
+from tests.conftest import GMX_V1_DATA, ReplayNode, dump, run_cli, write_config
+
+VAULT = json.loads((GMX_V1_DATA / "gmx_v1_truth.json").read_text())["contracts"]["Vault"]
+
+pytestmark = pytest.mark.replay
+
+
+#: provider -> (its error text as reported, where it was seen, the block count we should try)
+CATALOGUE = {
+    # Infura docs, eth_getLogs constraints (-32005, result cap, suggested range)
+    "infura_results": (100, 140, 40),
+    # INFURA/infura issue 237: the live -32602 block-range form
+    "infura_range": (100, 400, 40),
+    # BobTheBuidler/dank_mids issue 772, cartesi/rollups-node PR 655 (-32600, hex suggestion)
+    "alchemy": (100, 400, 40),
+    # bancorprotocol/webapp issue 523 (no number: halve)
+    "alchemy_size": (100, 400, None),
+    # QuickNode docs (10,000-block limit; the number has a thousands separator)
+    "quicknode": (100, 20_400, 10_000),
+    # AlphaWallet issue 2736 (BSC-style geth forks, publicnode)
+    "geth_fork": (100, 400, 40),
+    # erigontech/erigon PR 19721 (--rpc.blockrange.limit)
+    "erigon": (100, 400, 40),
+    # paradigmxyz/reth issue 23810 (decimal suggested range)
+    "reth_results": (100, 400, 40),
+    # AlphaWallet iOS issue 5277 (no number: halve)
+    "block_range_too_high": (100, 400, None),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDER_ERRORS))
+def test_each_provider_range_error_is_recognised(provider):
+    lo, hi, suggested = CATALOGUE[provider]
+    code, message, data = PROVIDER_ERRORS[provider](lo, hi, 40 if suggested != 10_000 else 10_000)
+    err = parse_range_error(code, message, data)
+    assert err is not None, message
+    assert err.suggested == suggested, message
+    assert not is_rate_limit(code, message)
+
+
+@pytest.mark.parametrize("code, message", [
+    (429, "Your app has exceeded its compute units per second capacity."),  # Alchemy
+    (-32012, "credits limited to 6000/sec"),  # QuickNode
+    (-32005, "daily request count exceeded, request rate limited"),  # Infura
+])
+def test_rate_limit_errors_are_transient_not_range_errors(code, message):
+    assert is_rate_limit(code, message) and parse_range_error(code, message, None) is None
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """One clean backfill of the recording, directly from the replay node."""
+    node = ReplayNode(GMX_V1_DATA, "gmx_v1")
+    tmp = tmp_path_factory.mktemp("clean")
+    cfg = write_config(tmp / "c.yaml", node.url, VAULT, 0,
+                       max_block_range=500)
+    try:
+        assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+        yield node, dump(tmp / "db.duckdb")
+    finally:
+        node.stop()
+
+
+def _backfill_through(proxy: FaultProxy, tmp_path, **chain) -> dict:
+    cfg = write_config(tmp_path / "c.yaml", proxy.url, VAULT, 0, **chain)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    return dump(tmp_path / "db.duckdb")
+
+
+def test_backfill_through_every_fault_equals_a_clean_run(clean, tmp_path, monkeypatch):
+    node, want = clean
+    monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.01)  # keep the test fast
+    proxy = FaultProxy(node.url, rate=0.35, seed=11, hang=1.5)
+    try:
+        got = _backfill_through(proxy, tmp_path, max_block_range=25, request_timeout=0.5,
+                                max_attempts=12)
+    finally:
+        proxy.stop()
+    assert got == want
+    assert set(proxy.injected) == set(KINDS), proxy.injected  # every kind happened
+
+
+@pytest.mark.parametrize("provider", ["infura_results", "reth_results", "alchemy_size"])
+def test_backfill_under_a_provider_range_cap_equals_a_clean_run(clean, tmp_path, provider):
+    node, want = clean
+    proxy = FaultProxy(node.url, range_cap=60, provider=provider)
+    try:
+        got = _backfill_through(proxy, tmp_path, max_block_range=5000)
+    finally:
+        proxy.stop()
+    assert got == want and proxy.injected[f"cap_{provider}"] >= 1
+
+
+def test_rate_limits_slow_the_endpoint_down_then_recover(clean, monkeypatch):
+    node, _ = clean
+    monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
+    proxy = FaultProxy(node.url, rate=1.0, kinds=("429", "rate_limit_jsonrpc"))
+    client = Rpc([proxy.url], timeout=5, max_attempts=3)
+    try:
+        with pytest.raises(rpc_module.RpcUnavailable):
+            client.fetch_head()
+        assert client._pace[0] >= 0.2  # doubled on every rate-limit answer
+        assert client.errors[(client.endpoint, "rate_limited")] >= 1
+        proxy.rate = 0.0
+        for _ in range(30):
+            client.fetch_head()
+        assert client._pace[0] == 0.0
+    finally:
+        client.close()
+        proxy.stop()
+
+
+def test_failover_and_back_to_the_first_endpoint(clean, monkeypatch):
+    node, _ = clean
+    monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
+    dead = FaultProxy(node.url, rate=1.0, kinds=("503",))
+    client = Rpc([dead.url, node.url], timeout=5, max_attempts=2)
+    try:
+        head = client.fetch_head()
+        assert client._active == 1 and dead.requests == 2
+        dead.rate = 0.0
+        assert client.fetch_head() == head and client._active == 1  # not yet
+        monkeypatch.setattr(rpc_module, "RECOVER_AFTER", 0.0)
+        assert client.fetch_head() == head and client._active == 0 and dead.requests == 3
+    finally:
+        client.close()
+        dead.stop()
+
+
+def test_a_request_that_cannot_succeed_is_not_retried(clean):
+    node, _ = clean
+    proxy = FaultProxy(node.url)
+    client = Rpc([proxy.url], timeout=5, max_attempts=5)
+    try:
+        with pytest.raises(RpcError, match="eth_getBlockByNumber"):
+            client.call("eth_getBlockByNumber", ["not-a-block", False])
+        assert proxy.requests == 1
+    finally:
+        client.close()
+        proxy.stop()
+
+
+def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(clean, tmp_path):
+    node, want = clean
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=7)
+    cmd = [sys.executable, "-m", "indexer", "backfill", "--config", str(cfg), "--no-progress"]
+    rng = random.Random(3)
+    kills = 0
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 3.0))  # start-up is ~1 s; the backfill several more
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait(30)
+    assert kills >= 3
+    assert subprocess.run(cmd, check=False, capture_output=True, timeout=300).returncode == 0
+    assert dump(tmp_path / "db.duckdb") == want
