@@ -102,6 +102,19 @@ class TradingLoop:
             raise ValueError(f"need {self.traders + 2} accounts, anvil has {len(accounts)}")
         self.lock = threading.Lock()
 
+    def transact(self, sender: str, to: str, data: str, gas: int = 1_500_000) -> str | None:
+        """Send a transaction and count it; its hash if it succeeded, else None."""
+        receipt = send(self.rpc, sender, to, data, gas=gas)
+        ok = receipt["status"] == "0x1"
+        self.stats["tx_ok" if ok else "tx_reverted"] += 1
+        return receipt["transactionHash"] if ok else None
+
+    def read_many(self, to: str, signature: str, args: list[list[Any]]) -> list[str]:
+        """``eth_call`` of ``signature`` once per argument list, in one JSON-RPC batch."""
+        return [str(r) for r in self.rpc.batch([
+            ("eth_call", [{"to": to, "data": encode_call(signature, a)}, "latest"])
+            for a in args])]
+
     def time_jump(self) -> None:
         self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
         self.rpc.call("evm_mine", [])
@@ -164,10 +177,7 @@ class Simulator(TradingLoop):
     # -- chain helpers -----------------------------------------------------------------------
 
     def _tx(self, sender: str, data: str) -> bool:
-        receipt = send(self.rpc, sender, self.vault, data, gas=1_000_000)
-        ok = receipt["status"] == "0x1"
-        self.stats["tx_ok" if ok else "tx_reverted"] += 1
-        return ok
+        return self.transact(sender, self.vault, data, gas=1_000_000) is not None
 
     def setup(self) -> None:
         self._tx(self.gov, encode_call("setLiquidator(address,bool)", [self.liquidator, True]))
@@ -206,9 +216,7 @@ class Simulator(TradingLoop):
 
     def _call_each(self, signature: str, ids: list[PositionId], *extra: Any) -> list[str]:
         """One eth_call per id, sent as a single JSON-RPC batch."""
-        return [str(r) for r in self.rpc.batch([
-            ("eth_call", [{"to": self.vault, "data": encode_call(signature, [*pid, *extra])},
-                          "latest"]) for pid in ids])]
+        return self.read_many(self.vault, signature, [[*pid, *extra] for pid in ids])
 
     def _open_ids(self) -> list[PositionId]:
         ids = sorted(self.ids)

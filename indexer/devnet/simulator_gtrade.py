@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from indexer.abi import decode_values, encode_call
-from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
+from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
 from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
 
 #: pair index -> (name, start price in USD)
@@ -53,10 +53,7 @@ class SimulatorGTrade(TradingLoop):
         self.limits: set[TradeId] = set()
 
     def _tx(self, sender: str, data: str) -> str | None:
-        receipt = send(self.rpc, sender, self.diamond, data, gas=1_500_000)
-        ok = receipt["status"] == "0x1"
-        self.stats["tx_ok" if ok else "tx_reverted"] += 1
-        return receipt["transactionHash"] if ok else None
+        return self.transact(sender, self.diamond, data)
 
     def setup(self) -> None:
         for pair, price in self.prices.items():
@@ -68,9 +65,7 @@ class SimulatorGTrade(TradingLoop):
     # -- reads -------------------------------------------------------------------------------
 
     def _calls(self, signature: str, args: list[list[object]]) -> list[str]:
-        return [str(r) for r in self.rpc.batch([
-            ("eth_call", [{"to": self.diamond, "data": encode_call(signature, a)}, "latest"])
-            for a in args])]
+        return self.read_many(self.diamond, signature, args)
 
     def trades(self, ids: list[TradeId]) -> list[tuple]:
         """Each trade's struct as the diamond holds it (``PAIRS``/``TRADE`` field order)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from indexer.abi import decode_values, encode_call
-from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
+from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
 from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
 
 ONE = 10**18
@@ -50,10 +50,7 @@ class SimulatorPerp(TradingLoop):
         self.prices = {s: p * ONE for s, p in BASES.items()}
 
     def _tx(self, sender: str, data: str) -> str | None:
-        receipt = send(self.rpc, sender, self.house, data, gas=1_500_000)
-        ok = receipt["status"] == "0x1"
-        self.stats["tx_ok" if ok else "tx_reverted"] += 1
-        return receipt["transactionHash"] if ok else None
+        return self.transact(sender, self.house, data)
 
     def setup(self) -> None:
         for s, price in self.prices.items():
@@ -68,9 +65,7 @@ class SimulatorPerp(TradingLoop):
     # -- reads -------------------------------------------------------------------------------
 
     def _calls(self, signature: str, args: list[list[object]]) -> list[str]:
-        return [str(r) for r in self.rpc.batch([
-            ("eth_call", [{"to": self.house, "data": encode_call(signature, a)}, "latest"])
-            for a in args])]
+        return self.read_many(self.house, signature, args)
 
     def positions(self, ids: list[PositionId]) -> list[tuple[int, int, int]]:
         """(size, open notional, realised PnL) of each id, signed, as the house holds them."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from indexer.abi import decode_values, encode_call, encode_values
-from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
+from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
 from indexer.devnet.simulator import TradingLoop, mine_together, trade_size
 
 ONE = 10**18
@@ -63,10 +63,7 @@ class SimulatorSynthetix(TradingLoop):
         self.prices = {k: p * ONE for k, (_, p, _) in MARKETS.items()}
 
     def _tx(self, sender: str, to: str, data: str) -> str | None:
-        receipt = send(self.rpc, sender, to, data, gas=1_000_000)
-        ok = receipt["status"] == "0x1"
-        self.stats["tx_ok" if ok else "tx_reverted"] += 1
-        return receipt["transactionHash"] if ok else None
+        return self.transact(sender, to, data, gas=1_000_000)
 
     def add_markets(self, manager: str, keys: tuple[str, ...]) -> None:
         for key in keys:
