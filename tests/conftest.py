@@ -136,6 +136,17 @@ def dump(db: Path) -> dict[str, list[tuple]]:
         store.close()
 
 
+def assert_oi_view_sums_open_positions(store: Store) -> None:
+    """The ``open_interest`` view's long/short USD equal the sums over open ``positions``."""
+    _, view = store.query("SELECT market, long_oi_usd, short_oi_usd FROM open_interest")
+    _, by_size = store.query(
+        "SELECT market, sum(size_usd) FILTER (WHERE is_long), "
+        "sum(size_usd) FILTER (WHERE NOT is_long) FROM positions WHERE status = 'open' "
+        "GROUP BY market")
+    assert view and {m: (lg, sh) for m, lg, sh in view} == {
+        m: (lg or 0, sh or 0) for m, lg, sh in by_size}
+
+
 def run_cli(*args: str) -> int:
     return main(list(args))
 
