@@ -2,8 +2,8 @@
 contracts is backfilled through our fault-injecting proxy (``indexer/devnet/faultproxy.py``)
 and must equal a clean run, table for table; each major provider's range-cap error text is
 recognised; rate limits are paced; a dead endpoint fails over and the first one is taken back;
-a request that cannot succeed is not retried; and a backfill killed with SIGKILL at random
-moments, then restarted, ends equal to the clean run."""
+a request that cannot succeed is not retried; and a backfill or a sync killed with SIGKILL at
+random moments, then restarted, ends equal to the clean run."""
 
 from __future__ import annotations
 
@@ -163,15 +163,16 @@ def test_a_request_that_cannot_succeed_is_not_retried(clean):
         proxy.stop()
 
 
-def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(clean, tmp_path):
+@pytest.mark.parametrize("command", [["backfill", "--no-progress"], ["sync", "--once"]])
+def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(clean, tmp_path, command):
     node, want = clean
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=7)
-    cmd = [sys.executable, "-m", "indexer", "backfill", "--config", str(cfg), "--no-progress"]
+    cmd = [sys.executable, "-m", "indexer", *command, "--config", str(cfg)]
     rng = random.Random(3)
     kills = 0
     for _ in range(5):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 3.0))  # start-up is ~1 s; the backfill several more
+        time.sleep(rng.uniform(1.0, 3.0))  # start-up is ~1 s; the whole run several more
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
