@@ -16,6 +16,7 @@ import pytest
 
 from indexer.cli import main
 from indexer.devnet.chain import free_port
+from indexer.rpc import Rpc
 from indexer.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,10 +152,12 @@ def run_cli(*args: str) -> int:
     return main(list(args))
 
 
-def assert_resume_and_replay_equal_one_run(tmp_path: Path, cfg: Path, head: int) -> None:
-    """A backfill stopped and resumed at several blocks, then made to replay an already indexed
-    middle range, must equal the one uninterrupted run already in ``db.duckdb`` (for adapters
-    reading prior state, the replay reads it from the ledger, not from newer positions)."""
+def backfill_and_assert_resume_equals_one_run(tmp_path: Path, cfg: Path, rpc: Rpc) -> None:
+    """Backfill ``cfg`` once into ``db.duckdb``; then a backfill stopped and resumed at several
+    blocks, then made to replay an already indexed middle range, must equal that one run (for
+    adapters reading prior state, the replay reads it from the ledger, not newer positions)."""
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    head = rpc.fetch_head()
     other = cfg.with_name("resumed.yaml")
     other.write_text(cfg.read_text().replace("database: db.duckdb", "database: resumed.duckdb"))
     for stop in (head // 5, head // 3, head // 2):

@@ -20,8 +20,7 @@ from indexer.devnet.simulator_gtrade import (
 from indexer.store import Store
 from tests.conftest import (
     assert_oi_view_sums_open_positions,
-    assert_resume_and_replay_equal_one_run,
-    run_cli,
+    backfill_and_assert_resume_equals_one_run,
     write_config,
 )
 
@@ -48,9 +47,7 @@ def test_backfill_equals_diamond_state(tmp_path):
         chain_oi = sim.open_interest()
         cfg = write_config(tmp_path / "c.yaml", anvil.url, diamond, 0, adapter="gtrade",
                            max_block_range=17, protocol_extra=TOKENS)
-        assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
-        assert_resume_and_replay_equal_one_run(tmp_path, cfg, int(anvil.rpc.call(
-            "eth_blockNumber", []), 16))
+        backfill_and_assert_resume_equals_one_run(tmp_path, cfg, anvil.rpc)
     finally:
         anvil.stop()
 

@@ -16,7 +16,7 @@ from indexer.devnet.simulator_synthetix import (
     deploy_market,
 )
 from indexer.store import Store
-from tests.conftest import assert_resume_and_replay_equal_one_run, run_cli
+from tests.conftest import backfill_and_assert_resume_equals_one_run
 
 
 def write_config(path, url: str, managers: tuple[str, str], max_block_range: int):
@@ -55,9 +55,7 @@ def test_backfill_finds_markets_and_equals_their_state(tmp_path):
         chain = dict(zip(ids, sim.positions(ids), strict=True))
         sizes = sim.market_sizes()
         cfg = write_config(tmp_path / "c.yaml", anvil.url, managers, 29)
-        assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
-        assert_resume_and_replay_equal_one_run(tmp_path, cfg, int(anvil.rpc.call(
-            "eth_blockNumber", []), 16))
+        backfill_and_assert_resume_equals_one_run(tmp_path, cfg, anvil.rpc)
     finally:
         anvil.stop()
 
