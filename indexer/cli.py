@@ -1,7 +1,8 @@
 """Command line: ``perp-indexer demo | backfill | sync | query | status``.
 
 The composition root: the only place that builds config, RPC clients and the store, and the only
-place that turns errors into exit codes (0 ok, 2 usage/config, 1 anything else).
+place that turns errors into exit codes (0 ok, 2 usage/config, 3 reorg deeper than the kept
+window, 1 anything else).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -34,12 +36,16 @@ from rich.table import Table
 from indexer import __version__
 from indexer.config import Config, load_config
 from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
+from indexer.metrics import Metrics, fetch_health, serve
 from indexer.pipeline import Plan, RangeResult, build_plan
+from indexer.reorg import ReorgTooDeep
 from indexer.rpc import Rpc
 from indexer.store import Store, open_reader
 from indexer.sync import backfill, sync
 
 logger = logging.getLogger("indexer")
+#: Exit code of a reorg deeper than the kept window (nothing written; see README).
+EXIT_REORG_TOO_DEEP = 3
 err = Console(stderr=True)
 
 
@@ -152,15 +158,39 @@ def cmd_sync(args: argparse.Namespace) -> int:
         logger.info("%s blocks %d-%d: %d logs, %d changes%s", plan.proto.name, r.lo, r.hi,
                     r.logs, r.changes, f", {r.quarantined} quarantined" if r.quarantined else "")
 
+    def rpc_errors() -> dict[tuple[str, str], int]:
+        out: Counter[tuple[str, str]] = Counter()
+        for r in rpcs.values():
+            out.update(r.errors)
+        return dict(out)
+
+    poll = min(p.chain.poll_interval for p in plans)
+    metrics = Metrics({p.proto.name: p.chain.name for p in plans},
+                      stale_after=max(10 * poll, 120.0), rpc_errors=rpc_errors)
+    server = None
+    if cfg.metrics_port and not args.once:
+        try:
+            server = serve(metrics, cfg.metrics_host, cfg.metrics_port)
+        except OSError as e:
+            store.close()
+            raise ConfigError(cfg.file, "metrics_port", cfg.metrics_port,
+                              f"a free local port for /metrics and /health ({e.strerror}; set "
+                              "another, or 0 to serve none)") from None
+        logger.info("metrics on http://%s:%d/metrics, health on /health", cfg.metrics_host,
+                    server.server_address[1])
     try:
         with _stop_on_signals() as stop:
             logger.info("sync started: %s", ", ".join(
                 f"{p.proto.name} on {p.chain.name} via {rpcs[p.chain.name].endpoint}"
                 for p in plans))
-            sync(plans, rpcs, store, args.until, args.once, cfg.file, stop, snapshot, on_range)
+            sync(plans, rpcs, store, args.until, args.once, cfg.file, stop, snapshot, on_range,
+                 metrics=metrics)
         last[0] = 0.0
         snapshot()
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         store.close()
         for r in rpcs.values():
             r.close()
@@ -209,10 +239,14 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Per protocol: the database's figures, the node's head, and the running daemon's live
+    figures (from its /health endpoint) when one answers on ``metrics_port``."""
     cfg = load_config(args.config)
-    table = Table("protocol", "chain", "rpc", "start", "checkpoint", "head", "lag", "changes",
-                  "open positions", "quarantined", "last error")
+    table = Table("protocol", "chain", "rpc", "start", "checkpoint", "head", "lag", "lag s",
+                  "changes", "open positions", "quarantined", "reorgs (max depth)", "range",
+                  "rows/s", "daemon", "last error")
     stats: dict[str, tuple[Any, ...]] = {}
+    reorgs: dict[int, tuple[int, int]] = {}
     note = None
     if cfg.database.exists():
         store, note = open_reader(cfg.database, cfg.snapshot_path)
@@ -221,32 +255,56 @@ def cmd_status(args: argparse.Namespace) -> int:
                 SELECT c.source, c.start_block, c.block_number, c.last_error,
                   (SELECT count(*) FROM position_changes p WHERE p.source = c.source),
                   (SELECT count(*) FROM positions p WHERE p.source = c.source AND status = 'open'),
-                  (SELECT count(*) FROM quarantine q WHERE q.source = c.source)
+                  (SELECT count(*) FROM quarantine q WHERE q.source = c.source),
+                  (SELECT b.timestamp FROM blocks b WHERE b.chain_id = c.chain_id
+                     AND b.number = c.block_number)
                 FROM checkpoints c""")
             stats = {r[0]: r[1:] for r in rows}
+            _, rows = store.query("SELECT chain_id, count(*), max(depth) FROM reorgs GROUP BY 1")
+            reorgs = {r[0]: (r[1], r[2]) for r in rows}
         finally:
             store.close()
+    live = fetch_health(cfg.metrics_host, cfg.metrics_port) if cfg.metrics_port else None
     heads: dict[str, Any] = {}
     for proto in cfg.protocols:
         chain = cfg.chains[proto.chain]
         if chain.name not in heads:
             rpc = Rpc(chain.rpc_urls, timeout=min(chain.request_timeout, 5.0), max_attempts=1)
             try:
-                heads[chain.name] = rpc.fetch_head()
+                latest = rpc.fetch_tagged("latest")
+                heads[chain.name] = (int(latest["number"], 16), int(latest["timestamp"], 16))
             except IndexerError as e:
-                heads[chain.name] = f"unreachable ({type(e).__name__})"
+                heads[chain.name] = (f"unreachable ({type(e).__name__})", None)
             finally:
                 rpc.close()
-        head = heads[chain.name]
-        start, cp, last_error, changes, open_pos, quarantined = stats.get(
-            proto.name, (proto.start_block, None, None, 0, 0, 0))
+        head, head_time = heads[chain.name]
+        start, cp, last_error, changes, open_pos, quarantined, cp_time = stats.get(
+            proto.name, (proto.start_block, None, None, 0, 0, 0, None))
         lag = head - cp if isinstance(head, int) and cp is not None else ""
+        lag_s = head_time - cp_time if head_time is not None and cp_time is not None else ""
+        count, deepest = reorgs.get(chain.chain_id, (0, 0))
+        mine = (live or {}).get("protocols", {}).get(proto.name)
+        if mine is None:
+            daemon, size, rate = "not running", "", ""
+        else:
+            daemon = "healthy" if mine["fresh"] else "unhealthy"
+            size, rate = str(mine["range_size"]), f"{mine['rows_per_second']:,.1f}"
+            last_error = mine["last_error"] or last_error
         table.add_row(proto.name, f"{chain.name} ({chain.chain_id})",
                       redact_url(chain.rpc_urls[0]), str(start), _fmt(cp), _fmt(head), _fmt(lag),
-                      str(changes), str(open_pos), str(quarantined), last_error or "")
+                      _fmt(lag_s), str(changes), str(open_pos), str(quarantined),
+                      f"{count} ({deepest})" if count else "0", size, rate, daemon,
+                      last_error or "")
     if note:
         err.print(f"[dim]{note}[/dim]")
-    Console(width=max(160, Console().width)).print(table)
+    console = Console(width=max(200, Console().width))
+    console.print(table)
+    if live is not None:
+        errors = Table("rpc endpoint", "error kind", "count", title="RPC errors since the "
+                       f"daemon started ({live['uptime_seconds']:.0f}s ago)")
+        for e in live["rpc_errors"]:
+            errors.add_row(e["endpoint"], e["kind"], str(e["count"]))
+        console.print(errors if live["rpc_errors"] else "RPC errors since the daemon started: none")
     return 0
 
 
@@ -306,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, AbiError, ChainMismatch) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return 2
+    except ReorgTooDeep as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return EXIT_REORG_TOO_DEEP
     except IndexerError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return 1

@@ -102,6 +102,9 @@ class Config:
     protocols: tuple[ProtocolConfig, ...]
     #: Seconds between read-only snapshots published for readers while a writer runs.
     snapshot_interval: float = 10.0
+    #: Where ``sync`` serves /metrics and /health (port 0: not served).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
     extra: dict[str, Any] = field(default_factory=dict)
 
     def protocol(self, name: str) -> ProtocolConfig:
@@ -331,6 +334,11 @@ def load_config(path: str | Path) -> Config:
             raise ConfigError(file, f"protocols[{i}].name", proto.name, "a unique name")
         seen.add(proto.name)
     snapshot_interval = r.float("snapshot_interval", 10.0)
+    metrics_host = r.str("metrics_host", "127.0.0.1")
+    metrics_port = r.int("metrics_port", 9464)
+    if metrics_port > 65535:
+        raise ConfigError(file, "metrics_port", metrics_port, "a TCP port 1..65535, or 0 for none")
     r.done()
     return Config(file=file, database=(base / db).resolve(), chains=chains,
-                  protocols=protocols, snapshot_interval=snapshot_interval)
+                  protocols=protocols, snapshot_interval=snapshot_interval,
+                  metrics_host=metrics_host, metrics_port=metrics_port)

@@ -3,7 +3,9 @@
     IndexerError
     ├── RetryableError            transient: the caller may try again later
     │   ├── RpcUnavailable        transport failure, HTTP 5xx/429, timeouts (after our own retries)
-    │   └── RangeTooLarge         a provider refused an eth_getLogs range or result size
+    │   ├── RangeTooLarge         a provider refused an eth_getLogs range or result size
+    │   ├── BlockMissing          the node lacks a block (it lags, or a backend behind a balancer)
+    │   └── ChainMoved            the chain reorganised while a range was being fetched
     └── FatalError                retrying cannot help
         ├── ConfigError           bad config / CLI input: names file, key, value and expectation (exit 2)
         ├── AbiError              an ABI file is malformed or lacks an event an adapter handles (exit 2)
@@ -63,6 +65,19 @@ class RangeTooLarge(RetryableError):
     def __init__(self, message: str, suggested: int | None = None) -> None:
         self.suggested = suggested
         super().__init__(message)
+
+
+class BlockMissing(RetryableError):
+    """The node answered ``null`` for a block: it is behind (never taken for a reorg)."""
+
+    def __init__(self, number: int | str) -> None:
+        self.number = number
+        super().__init__(f"the node does not have block {number} (lagging node or load-balanced "
+                         "backend); waiting for it")
+
+
+class ChainMoved(RetryableError):
+    """Headers and logs of one range disagree: the chain reorganised while it was fetched."""
 
 
 class RpcError(FatalError):

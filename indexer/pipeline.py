@@ -10,8 +10,9 @@ from typing import Any
 from indexer import adapters
 from indexer.abi import AbiEvents, decode_logs, decode_values, encode_call, keccak, load_abi_dir
 from indexer.adapters.base import AdapterContext
+from indexer.bloom import may_match
 from indexer.config import ChainConfig, Config, ProtocolConfig
-from indexer.errors import AbiError, RangeTooLarge, RpcError
+from indexer.errors import AbiError, ChainMoved, RangeTooLarge, RpcError
 from indexer.rpc import Rpc
 from indexer.scanner import RangeSizer
 from indexer.store import RangeRows, Store
@@ -39,8 +40,11 @@ class Plan:
     #: Token decimals known so far (config first, then read from the token contracts).
     decimals: dict[str, int | None] = field(default_factory=dict)
 
-    #: Whether ``markets`` holds the markets stored by earlier runs (see ``load_markets``).
-    markets_loaded: bool = False
+    #: ``store.rollbacks`` when ``markets`` last read the stored markets (-1: not yet); a
+    #: rollback since then (of any protocol on the chain) makes them stale.
+    markets_generation: int = -1
+    #: False once the node proved to have neither a finalized nor a safe block tag.
+    finality_tags: bool = True
 
     def __post_init__(self) -> None:
         self.sizer = RangeSizer(self.chain.max_block_range)
@@ -54,7 +58,7 @@ class Plan:
                              for m in self.proto.markets.values()})
         if store is not None:
             self.markets.update(store.load_markets(self.proto.name))
-        self.markets_loaded = store is not None
+        self.markets_generation = store.rollbacks if store is not None else -1
 
     @property
     def scans_markets(self) -> bool:
@@ -95,6 +99,12 @@ class RangeResult:
     logs: int
     changes: int
     quarantined: int
+    #: Logs the range request missed and the logsBloom check fetched again (tip path only).
+    refetched: int = 0
+    #: Block count of the eth_getLogs requests when the range was fetched.
+    range_size: int = 0
+    #: Timestamp of block ``hi``.
+    hi_time: int | None = None
 
 
 def _checked(logs: list[dict[str, Any]], addresses: list[str], lo: int, hi: int
@@ -273,23 +283,64 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], store: Store
                      open_interest)
 
 
+def complete_from_blooms(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]],
+                         headers: dict[int, dict[str, Any]], lo: int, hi: int
+                         ) -> tuple[list[dict[str, Any]], int]:
+    """The completeness check: a block whose ``logsBloom`` may hold our events but that got no
+    log from the range request is fetched again by hash. Returns the logs (with any found that
+    way, in chain order) and how many were added; a bloom false positive adds nothing."""
+    with_logs = {int(lg["blockNumber"], 16) for lg in logs}
+    addresses = plan.addresses
+    suspects = [n for n in range(lo, hi + 1) if n not in with_logs and n in headers
+                and may_match(headers[n]["logsBloom"], addresses, plan.topics)]
+    if not suspects:
+        return logs, 0
+    replies = rpc.fetch_block_logs([headers[n]["hash"] for n in suspects], addresses, plan.topics)
+    found: list[dict[str, Any]] = []
+    for n, reply in zip(suspects, replies, strict=True):
+        got = _checked(reply, addresses, n, n)
+        if got:
+            logger.warning("%s: eth_getLogs returned nothing for block %d but its logsBloom "
+                           "matches and a request by block hash returned %d logs; kept them "
+                           "(the provider served an incomplete range)", plan.proto.name, n,
+                           len(got))
+            found += got
+    return (_chain_order(logs + found), len(found)) if found else (logs, 0)
+
+
+def _check_against_headers(rpc: Rpc, logs: list[dict[str, Any]],
+                           headers: dict[int, dict[str, Any]], hi: int) -> None:
+    """Logs must come from the blocks whose headers we hold, and block ``hi`` must still be the
+    one we fetched: otherwise the chain moved during the fetch (ChainMoved; sync retries)."""
+    for log in logs:
+        n = int(log["blockNumber"], 16)
+        if n in headers and headers[n]["hash"] != log["blockHash"]:
+            raise ChainMoved(f"a log of block {n} has hash {log['blockHash']} but its header "
+                             f"{headers[n]['hash']}: the chain reorganised during the fetch")
+    now = rpc.fetch_block(hi)["hash"]
+    if now != headers[hi]["hash"]:
+        raise ChainMoved(f"block {hi} changed from {headers[hi]['hash']} to {now} while its "
+                         "range was fetched")
+
+
 def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start_block: int,
                   headers: dict[int, dict[str, Any]] | None = None) -> RangeResult:
     """Index [lo, hi] (hi <= limit, chosen by the adaptive sizer) and commit it with its checkpoint.
 
-    ``headers`` (sync at the tip) are the block headers of the range; their hashes are kept for
-    reorg detection and every log must agree with them.
+    ``headers`` (sync at the tip) are the block headers of the range: their hashes are kept for
+    reorg detection, every log must agree with them (else ChainMoved, nothing written) and
+    their logsBloom drives the completeness check.
     """
-    if not plan.markets_loaded:
+    if plan.markets_generation != store.rollbacks:
         plan.load_markets(store)
     hi, logs = fetch_logs(plan, rpc, lo, limit)
+    size = plan.sizer.size
+    refetched = 0
+    if headers is not None:
+        logs, refetched = complete_from_blooms(plan, rpc, logs, headers, lo, hi)
+        _check_against_headers(rpc, logs, headers, hi)
     rows = to_range_rows(plan, rpc, logs, store, lo)
     if headers is not None:
-        for log in logs:
-            n = int(log["blockNumber"], 16)
-            if n in headers and headers[n]["hash"] != log["blockHash"]:
-                raise RpcError("eth_getLogs", None, f"log of block {n} has hash {log['blockHash']}"
-                               f" but the header is {headers[n]['hash']} (reorg during fetch)")
         rows.blocks = [(n, h["hash"], h["parentHash"], int(h["timestamp"], 16))
                        for n, h in sorted(headers.items()) if lo <= n <= hi]
         end = headers[hi]
@@ -300,4 +351,5 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
     m = rows.markets or {}
     for i, market in enumerate(m.get("market", [])):  # committed: later ranges may use them
         plan.markets[market] = (m["index_token"][i], m["long_token"][i], m["short_token"][i])
-    return RangeResult(lo, hi, len(logs), written, len(rows.quarantine))
+    return RangeResult(lo, hi, len(logs), written, len(rows.quarantine), refetched, size,
+                       int(end["timestamp"], 16))

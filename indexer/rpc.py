@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import tenacity
 
-from indexer.errors import RangeTooLarge, RpcError, RpcUnavailable, redact_url
+from indexer.errors import BlockMissing, RangeTooLarge, RpcError, RpcUnavailable, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -298,22 +298,26 @@ class Rpc:
     def fetch_head(self, tag: str = "latest") -> int:
         if tag == "latest":
             return int(self.call("eth_blockNumber"), 16)
+        return int(self.fetch_tagged(tag)["number"], 16)
+
+    def fetch_tagged(self, tag: str) -> dict[str, Any]:
+        """The header of block ``tag`` (latest, safe, finalized); BlockMissing if it has none."""
         block = self.call("eth_getBlockByNumber", [tag, False])
         if block is None:
-            raise RpcError("eth_getBlockByNumber", None, f"node has no {tag!r} block")
-        return int(block["number"], 16)
+            raise BlockMissing(tag)
+        return block  # type: ignore[no-any-return]
 
     def fetch_block(self, number: int) -> dict[str, Any]:
         block = self.call("eth_getBlockByNumber", [hex(number), False])
         if block is None:
-            raise RpcError("eth_getBlockByNumber", None, f"block {number} not found")
+            raise BlockMissing(number)
         return block  # type: ignore[no-any-return]
 
     def fetch_blocks(self, numbers: Sequence[int]) -> list[dict[str, Any]]:
         blocks = self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
         for n, b in zip(numbers, blocks, strict=True):
             if b is None:
-                raise RpcError("eth_getBlockByNumber", None, f"block {n} not found")
+                raise BlockMissing(n)
         return blocks
 
     def fetch_logs(self, addresses: Sequence[str], topics: list[Any], lo: int, hi: int
@@ -323,6 +327,17 @@ class Rpc:
         if not isinstance(result, list):
             raise RpcError("eth_getLogs", None, f"expected a list of logs, got {type(result).__name__}")
         return result
+
+    def fetch_block_logs(self, block_hashes: Sequence[str], addresses: Sequence[str],
+                         topics: list[Any]) -> list[list[dict[str, Any]]]:
+        """The logs matching the filter in each block given by hash (EIP-234), one batch."""
+        flt = {"address": list(addresses), "topics": topics}
+        replies = self.batch([("eth_getLogs", [{**flt, "blockHash": h}]) for h in block_hashes])
+        for h, r in zip(block_hashes, replies, strict=True):
+            if not isinstance(r, list):
+                raise RpcError("eth_getLogs", None, f"expected a list of logs for block {h}, got "
+                                                    f"{type(r).__name__}")
+        return replies
 
     def fetch_transactions(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Transactions by hash; a missing one is an error (never silently skipped)."""

@@ -132,6 +132,8 @@ class Store:
                     "`perp-indexer query`") from None
             raise StoreError(f"{self.path}: cannot open database: {e}") from None
         self.read_only = read_only
+        #: Rollbacks done through this connection: cached state (markets) is stale when it moves.
+        self.rollbacks = 0
         if not read_only:
             self.con.execute(_sql("schema.sql"))
             self.con.execute(_sql("views.sql"))
@@ -201,6 +203,11 @@ class Store:
             market, coll_token, num(size_usd) or 0, num(coll_tokens), num(entry))
             for k, is_long, size, coll, pnl, market, coll_token, size_usd, coll_tokens, entry, _
             in rows}
+
+    def load_block_time(self, chain_id: int, number: int) -> int | None:
+        row = self.con.execute("SELECT timestamp FROM blocks WHERE chain_id = ? AND number = ?",
+                               [chain_id, number]).fetchone()
+        return int(row[0]) if row else None
 
     def load_block_hash(self, chain_id: int, number: int) -> str | None:
         row = self.con.execute("SELECT hash FROM blocks WHERE chain_id = ? AND number = ?",
@@ -389,28 +396,44 @@ class Store:
             {"source": source})
         con.execute("DROP TABLE touched_keys")
 
-    def rollback_to(self, source: str, chain_id: int, block: int, block_hash: str) -> int:
-        """Delete everything ``source`` stored above ``block`` and rewind its checkpoint there."""
+    def rollback_chain(self, chain_id: int, block: int, block_hash: str) -> tuple[int, int]:
+        """Undo a reorg on ``chain_id``: delete what every source of the chain stored above
+        ``block`` (ledger rows, funding, markets, OI, quarantine, block hashes), recompute the
+        positions they touched, rewind their checkpoints to ``block`` and record the reorg,
+        all in one transaction. Returns (old tip, position changes removed)."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            keys = {k for (k,) in con.execute(
-                "SELECT DISTINCT position_key FROM position_changes WHERE source = ? "
-                "AND block_number > ?", [source, block]).fetchall()}
-            deleted = con.execute("SELECT count(*) FROM position_changes WHERE source = ? AND "
-                                  "block_number > ?", [source, block]).fetchone()[0]
-            for table in _RANGE_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number > ?",
-                            [source, block])
+            sources = [s for (s,) in con.execute(
+                "SELECT source FROM checkpoints WHERE chain_id = ? AND block_number > ? "
+                "ORDER BY source", [chain_id, block]).fetchall()]
+            (old_tip,) = con.execute(
+                "SELECT coalesce(max(block_number), ?) FROM checkpoints WHERE chain_id = ?",
+                [block, chain_id]).fetchone()
+            deleted = 0
+            for source in sources:
+                keys = {k for (k,) in con.execute(
+                    "SELECT DISTINCT position_key FROM position_changes WHERE source = ? "
+                    "AND block_number > ?", [source, block]).fetchall()}
+                deleted += con.execute(
+                    "SELECT count(*) FROM position_changes WHERE source = ? AND block_number > ?",
+                    [source, block]).fetchone()[0]
+                for table in _RANGE_TABLES:
+                    con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number > ?",
+                                [source, block])
+                self._refresh_positions_full(source, keys)
             con.execute("DELETE FROM blocks WHERE chain_id = ? AND number > ?", [chain_id, block])
-            self._refresh_positions_full(source, keys)
             con.execute("UPDATE checkpoints SET block_number = ?, block_hash = ?, "
-                        "updated_at = now()::TIMESTAMP WHERE source = ?", [block, block_hash, source])
+                        "updated_at = now()::TIMESTAMP WHERE chain_id = ? AND block_number > ?",
+                        [block, block_hash, chain_id, block])
+            con.execute("INSERT INTO reorgs VALUES (?, now()::TIMESTAMP, ?, ?, ?, ?)",
+                        [chain_id, old_tip, block, old_tip - block, deleted])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return int(deleted)
+        self.rollbacks += 1
+        return int(old_tip), int(deleted)
 
     def record_error(self, source: str, message: str) -> None:
         self.con.execute("UPDATE checkpoints SET last_error = ? WHERE source = ?",

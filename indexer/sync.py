@@ -6,7 +6,15 @@ import logging
 import threading
 from collections.abc import Callable
 
-from indexer.errors import ChainMismatch, ConfigError
+from indexer.errors import (
+    BlockMissing,
+    ChainMismatch,
+    ChainMoved,
+    ConfigError,
+    RpcError,
+    RpcUnavailable,
+)
+from indexer.metrics import Metrics
 from indexer.pipeline import Plan, RangeResult, process_range
 from indexer.reorg import find_ancestor
 from indexer.rpc import Rpc
@@ -15,6 +23,10 @@ from indexer.store import Store
 logger = logging.getLogger(__name__)
 
 OnRange = Callable[[Plan, RangeResult], None]
+#: (plan, head block number, head block timestamp)
+OnHead = Callable[[Plan, int, int], None]
+#: (plan, depth in blocks) after a rollback
+OnReorg = Callable[[Plan, int], None]
 
 
 def check_chain(plan: Plan, rpc: Rpc) -> None:
@@ -31,12 +43,38 @@ def safe_head(plan: Plan, rpc: Rpc) -> int:
     return rpc.fetch_head() - plan.chain.confirmations
 
 
-#: Fewest recent blocks whose hashes sync keeps, whatever `confirmations` says.
+#: Fewest recent blocks whose hashes sync keeps, whatever `confirmations` or the node's tags say.
 MIN_REORG_WINDOW = 64
+#: Most: past this the tip path (one header per block) would dominate a catch-up.
+MAX_REORG_WINDOW = 20_000
 
 
-def reorg_window(plan: Plan) -> int:
-    return max(plan.chain.confirmations, MIN_REORG_WINDOW)
+def finalized_block(plan: Plan, rpc: Rpc) -> int | None:
+    """The node's ``finalized`` (else ``safe``) block number; None where it has neither tag
+    (remembered, so a node without them is asked once)."""
+    if not plan.finality_tags:
+        return None
+    for tag in ("finalized", "safe"):
+        try:
+            return rpc.fetch_head(tag)
+        except (RpcError, BlockMissing):
+            continue
+    logger.info("%s: the node has no finalized/safe tag; the reorg window is `confirmations` "
+                "(%d blocks, at least %d)", plan.chain.name, plan.chain.confirmations,
+                MIN_REORG_WINDOW)
+    plan.finality_tags = False
+    return None
+
+
+def reorg_window(plan: Plan, rpc: Rpc, head: int) -> int:
+    """How many recent blocks can still reorganise: the distance from the head to the node's
+    finalized (or safe) block where it has the tags, never less than ``confirmations`` or
+    MIN_REORG_WINDOW, never more than MAX_REORG_WINDOW."""
+    window = max(plan.chain.confirmations, MIN_REORG_WINDOW)
+    final = finalized_block(plan, rpc)
+    if final is not None:
+        window = max(window, head - final)
+    return min(window, MAX_REORG_WINDOW)
 
 
 def resume_point(plan: Plan, store: Store, from_block: int | None, file: str) -> tuple[int, int]:
@@ -84,36 +122,54 @@ def backfill(plan: Plan, rpc: Rpc, store: Store, from_block: int | None, to_bloc
     return run_ranges(plan, rpc, store, lo, hi, start_block, stop, on_range), hi
 
 
-def _reconcile(plan: Plan, rpc: Rpc, store: Store, cp_block: int, cp_hash: str) -> None:
-    """If the node's chain no longer contains our checkpoint block, roll back to the ancestor."""
+def _reconcile(plan: Plan, rpc: Rpc, store: Store, cp_block: int, cp_hash: str,
+               on_reorg: OnReorg | None) -> int | None:
+    """If the node's chain no longer holds our checkpoint block, roll the chain back to the
+    common ancestor (every protocol on it). Returns the ancestor, or None when nothing changed.
+
+    A node that lacks the checkpoint block is behind us, not reorganised: BlockMissing goes up
+    and nothing is touched. A divergence below the kept hashes raises ReorgTooDeep, unwritten.
+    """
     block = rpc.fetch_block(cp_block)
     if block["hash"] == cp_hash:
-        return
+        return None
     chain_id = plan.chain.chain_id
     ancestor = find_ancestor(lambda n: store.load_block_hash(chain_id, n),
                              lambda n: rpc.fetch_block(n)["hash"], cp_block,
                              plan.proto.start_block)
     ancestor_hash = store.load_block_hash(chain_id, ancestor) or ""
-    deleted = store.rollback_to(plan.proto.name, chain_id, ancestor, ancestor_hash)
-    plan.load_markets(store)  # markets announced above the ancestor are gone
-    logger.warning("reorg on %s: rolled back from block %d to common ancestor %d (%d changes "
-                   "removed); replaying", plan.proto.name, cp_block, ancestor, deleted)
+    old_tip, deleted = store.rollback_chain(chain_id, ancestor, ancestor_hash)
+    logger.warning("reorg on %s: rolled back from block %d to common ancestor %d (depth %d, %d "
+                   "changes removed); replaying", plan.chain.name, old_tip, ancestor,
+                   old_tip - ancestor, deleted)
+    if on_reorg:
+        on_reorg(plan, old_tip - ancestor)
+    return ancestor
 
 
 def sync_once(plan: Plan, rpc: Rpc, store: Store, until: int | None, file: str,
-              stop: threading.Event, on_range: OnRange | None = None) -> int:
-    """One catch-up pass: history below the safe head as backfill, then the tip block by block
-    with headers kept for reorg checks. Returns the block the checkpoint reached."""
-    lo, start_block = resume_point(plan, store, None, file)
+              stop: threading.Event, on_range: OnRange | None = None,
+              on_head: OnHead | None = None, on_reorg: OnReorg | None = None) -> int:
+    """One catch-up pass: first re-verify the stored tip against the node (rolling back a
+    reorg), then history below the reorg window as backfill, then the window block by block
+    with every header kept for the next pass's checks. Returns the block the checkpoint reached.
+
+    Raises BlockMissing when the node is behind us and ChainMoved when the chain reorganised
+    during the pass; both leave the database consistent and the caller retries later.
+    """
     cp = store.load_checkpoint(plan.proto.name)
     if cp is not None:
-        _reconcile(plan, rpc, store, cp.block_number, cp.block_hash)
-        lo, start_block = resume_point(plan, store, None, file)
-    head = rpc.fetch_head()
+        _reconcile(plan, rpc, store, cp.block_number, cp.block_hash, on_reorg)
+    lo, start_block = resume_point(plan, store, None, file)
+    latest = rpc.fetch_tagged("latest")
+    head = int(latest["number"], 16)
+    if on_head:
+        on_head(plan, head, int(latest["timestamp"], 16))
     target = head if until is None else min(until, head)
-    # the last `window` blocks go through the tip path, which keeps every block hash: a reorg
-    # within them is rolled back; below them only range ends are kept (backfill path)
-    safe = min(target, head - reorg_window(plan))
+    window = reorg_window(plan, rpc, head)
+    # below the window only range ends are kept (backfill path); within it every block hash is,
+    # so a reorg there is found and rolled back
+    safe = min(target, head - window)
     done = lo - 1
     if lo <= safe:
         done = run_ranges(plan, rpc, store, lo, safe, start_block, stop, on_range)
@@ -122,40 +178,105 @@ def sync_once(plan: Plan, rpc: Rpc, store: Store, until: int | None, file: str,
         numbers = list(range(done + 1, hi + 1))
         headers = {int(b["number"], 16): b for b in rpc.fetch_blocks(numbers)}
         stored_parent = store.load_block_hash(plan.chain.chain_id, done)
-        first = headers[done + 1]
-        if stored_parent is not None and first["parentHash"] != stored_parent:
+        if stored_parent is not None and headers[done + 1]["parentHash"] != stored_parent:
             cp = store.load_checkpoint(plan.proto.name)
             assert cp is not None
-            _reconcile(plan, rpc, store, cp.block_number, cp.block_hash)
-            return sync_once(plan, rpc, store, until, file, stop, on_range)
+            ancestor = _reconcile(plan, rpc, store, cp.block_number, cp.block_hash, on_reorg)
+            if ancestor is None:  # the node answers inconsistently (balanced backends)
+                raise ChainMoved(f"block {done + 1} does not link to block {done} although "
+                                 f"block {done} is unchanged")
+            done = ancestor
+            continue
         for n in numbers[1:]:
             if headers[n]["parentHash"] != headers[n - 1]["hash"]:
-                logger.warning("headers %d/%d do not link (reorg while fetching); retrying on the "
-                               "next poll", n - 1, n)
-                return done
+                raise ChainMoved(f"headers {n - 1} and {n} do not link (reorg while fetching)")
         result = process_range(plan, rpc, store, done + 1, hi, start_block, headers)
         done = result.hi
         if on_range:
             on_range(plan, result)
-    store.prune_blocks(plan.chain.chain_id, done - 2 * reorg_window(plan))
+    store.prune_blocks(plan.chain.chain_id, done - 2 * window)
     return done
+
+
+#: Longest pause between passes while every RPC endpoint is down.
+MAX_BACKOFF = 60.0
+#: Passes of one protocol retried at once when the chain moves under them.
+CHAIN_MOVED_RETRIES = 3
 
 
 def sync(plans: list[Plan], rpcs: dict[str, Rpc], store: Store, until: int | None, once: bool,
          file: str, stop: threading.Event, snapshot: Callable[[], None],
-         on_range: OnRange | None = None, on_idle: Callable[[], None] | None = None) -> None:
-    """The daemon loop: catch up every protocol, publish a snapshot, wait for new blocks."""
+         on_range: OnRange | None = None, on_idle: Callable[[], None] | None = None,
+         metrics: Metrics | None = None) -> None:
+    """The daemon loop: catch up every protocol, publish a snapshot, wait for new blocks.
+
+    What cannot be written now is retried, never skipped: a node behind us (BlockMissing) or a
+    chain moving during a pass (ChainMoved) waits for the next poll; all endpoints down
+    (RpcUnavailable) backs off up to MAX_BACKOFF and keeps trying, reported by the health
+    endpoint (with ``once`` it is raised instead). Anything fatal (ReorgTooDeep, RpcError,
+    StoreError) stops the daemon.
+    """
     for plan in plans:
         check_chain(plan, rpcs[plan.chain.name])
     poll = min(p.chain.poll_interval for p in plans)
+    backoff = poll
+
+    def ranged(plan: Plan, r: RangeResult) -> None:
+        if metrics:
+            metrics.range_done(plan.proto.name, r.hi, r.hi_time, r.changes, r.logs,
+                               r.quarantined, r.refetched, r.range_size)
+        if on_range:
+            on_range(plan, r)
+
+    def headed(plan: Plan, number: int, timestamp: int) -> None:
+        if metrics:
+            metrics.head(plan.proto.name, number, timestamp)
+
+    def reorged(plan: Plan, depth: int) -> None:
+        if metrics:
+            metrics.reorg([p.proto.name for p in plans if p.chain.name == plan.chain.name], depth)
+
     while not stop.is_set():
-        reached = [sync_once(p, rpcs[p.chain.name], store, until, file, stop, on_range)
-                   for p in plans]
+        reached: list[int] = []
+        down = False
+        for p in plans:
+            if stop.is_set():
+                break
+            rpc = rpcs[p.chain.name]
+            for attempt in range(1, CHAIN_MOVED_RETRIES + 1):
+                try:
+                    reached.append(sync_once(p, rpc, store, until, file, stop, ranged, headed,
+                                             reorged))
+                    if metrics:
+                        cp = store.load_checkpoint(p.proto.name)
+                        metrics.pass_done(p.proto.name, cp and cp.block_number, cp and store.
+                                          load_block_time(p.chain.chain_id, cp.block_number))
+                    break
+                except ChainMoved as e:
+                    logger.warning("%s: %s; trying again (%d/%d)", p.proto.name, e, attempt,
+                                   CHAIN_MOVED_RETRIES)
+                    if metrics:
+                        metrics.problem(p.proto.name, "chain_moved", str(e))
+                except BlockMissing as e:
+                    logger.warning("%s: %s (not a reorg: nothing is rolled back)", p.proto.name, e)
+                    if metrics:
+                        metrics.problem(p.proto.name, "node_behind", str(e))
+                    break
+                except RpcUnavailable as e:
+                    if once:
+                        raise
+                    logger.error("%s: %s; retrying in %.0fs (health reports unhealthy)",
+                                 p.proto.name, e, backoff)
+                    if metrics:
+                        metrics.problem(p.proto.name, "error", str(e))
+                    down = True
+                    break
         snapshot()
         if on_idle:
             on_idle()
-        if once or (until is not None and all(r >= until for r in reached)):
+        if once or (until is not None and len(reached) == len(plans)
+                    and all(r >= until for r in reached)):
             return
-        stop.wait(poll)
+        backoff = min(backoff * 2, MAX_BACKOFF) if down else poll
+        stop.wait(backoff if down else poll)
     logger.info("sync stopped cleanly")
-

@@ -94,11 +94,13 @@ ROLES = {"gmx_v1": "vault", "gmx_v2": "event_emitter", "perp_v2": "clearing_hous
 
 def write_config(path: Path, rpc_url: str, address: str, start_block: int, *,
                  database: str = "db.duckdb", chain_id: int = 31337, adapter: str = "gmx_v1",
-                 protocol_extra: str = "", **chain: object) -> Path:
-    """A one-chain, one-protocol config; ``protocol_extra`` is YAML appended to the entry."""
+                 protocol_extra: str = "", metrics_port: int = 0, **chain: object) -> Path:
+    """A one-chain, one-protocol config; ``protocol_extra`` is YAML appended to the entry.
+    The daemon serves no metrics unless ``metrics_port`` is given."""
     chain_lines = "".join(f"\n    {k}: {v}" for k, v in chain.items())
     path.write_text(f"""database: {database}
 snapshot_interval: 0.5
+metrics_port: {metrics_port}
 chains:
   dev:
     chain_id: {chain_id}

@@ -82,6 +82,16 @@ CREATE TABLE IF NOT EXISTS blocks (
     PRIMARY KEY (chain_id, number)
 );
 
+-- One row per chain reorganisation the daemon rolled back (written in the rollback's transaction).
+CREATE TABLE IF NOT EXISTS reorgs (
+    chain_id        BIGINT NOT NULL,
+    detected_at     TIMESTAMP NOT NULL,
+    old_tip         BIGINT NOT NULL,            -- highest block indexed on the abandoned branch
+    ancestor        BIGINT NOT NULL,            -- common ancestor kept; everything above replayed
+    depth           BIGINT NOT NULL,            -- old_tip - ancestor
+    changes_removed BIGINT NOT NULL             -- position_changes rows deleted (all sources)
+);
+
 CREATE TABLE IF NOT EXISTS quarantine (
     chain_id      BIGINT NOT NULL,
     source        VARCHAR NOT NULL,
