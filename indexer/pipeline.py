@@ -337,8 +337,8 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
     size = plan.sizer.size
     refetched = 0
     if headers is not None:
-        logs, refetched = complete_from_blooms(plan, rpc, logs, headers, lo, hi)
         _check_against_headers(rpc, logs, headers, hi)
+        logs, refetched = complete_from_blooms(plan, rpc, logs, headers, lo, hi)
     rows = to_range_rows(plan, rpc, logs, store, lo)
     if headers is not None:
         rows.blocks = [(n, h["hash"], h["parentHash"], int(h["timestamp"], 16))

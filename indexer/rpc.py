@@ -21,7 +21,14 @@ from typing import Any
 import httpx
 import tenacity
 
-from indexer.errors import BlockMissing, RangeTooLarge, RpcError, RpcUnavailable, redact_url
+from indexer.errors import (
+    BlockMissing,
+    ChainMoved,
+    RangeTooLarge,
+    RpcError,
+    RpcUnavailable,
+    redact_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -332,8 +339,12 @@ class Rpc:
                          topics: list[Any]) -> list[list[dict[str, Any]]]:
         """The logs matching the filter in each block given by hash (EIP-234), one batch."""
         flt = {"address": list(addresses), "topics": topics}
-        replies = self.batch([("eth_getLogs", [{**flt, "blockHash": h}]) for h in block_hashes])
+        replies = self.batch([("eth_getLogs", [{**flt, "blockHash": h}]) for h in block_hashes],
+                             return_errors=True)
         for h, r in zip(block_hashes, replies, strict=True):
+            if isinstance(r, RpcError):  # geth/anvil "unknown block": reorganised away
+                raise ChainMoved(f"block {h} is no longer known to the node ({r.rpc_message}): "
+                                 "the chain reorganised")
             if not isinstance(r, list):
                 raise RpcError("eth_getLogs", None, f"expected a list of logs for block {h}, got "
                                                     f"{type(r).__name__}")

@@ -386,6 +386,8 @@ class Store:
 
     def _refresh_positions_full(self, source: str, keys: set[str]) -> None:
         """Recompute the positions of ``keys`` from the whole ledger (keys left without rows go)."""
+        if not keys:
+            return
         con = self.con
         con.execute("CREATE OR REPLACE TEMP TABLE touched_keys (position_key VARCHAR)")
         con.executemany("INSERT INTO touched_keys VALUES (?)", [(k,) for k in sorted(keys)])

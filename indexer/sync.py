@@ -127,13 +127,23 @@ def _reconcile(plan: Plan, rpc: Rpc, store: Store, cp_block: int, cp_hash: str,
     """If the node's chain no longer holds our checkpoint block, roll the chain back to the
     common ancestor (every protocol on it). Returns the ancestor, or None when nothing changed.
 
-    A node that lacks the checkpoint block is behind us, not reorganised: BlockMissing goes up
-    and nothing is touched. A divergence below the kept hashes raises ReorgTooDeep, unwritten.
+    A node that lacks the checkpoint block is behind us, not reorganised, when its head block is
+    one we stored: BlockMissing goes up and nothing is touched. When its head block differs from
+    ours, it is on a shorter branch: the walk starts there. A divergence below the kept hashes raises ReorgTooDeep, unwritten.
     """
-    block = rpc.fetch_block(cp_block)
+    chain_id = plan.chain.chain_id
+    try:
+        block = rpc.fetch_block(cp_block)
+    except BlockMissing:
+        # behind us, or on a shorter branch: its head block tells (same hash as ours: lagging)
+        latest = rpc.fetch_tagged("latest")
+        number = int(latest["number"], 16)
+        ours = store.load_block_hash(chain_id, number) if number < cp_block else None
+        if ours is None or ours == latest["hash"]:
+            raise
+        block, cp_block = latest, number
     if block["hash"] == cp_hash:
         return None
-    chain_id = plan.chain.chain_id
     ancestor = find_ancestor(lambda n: store.load_block_hash(chain_id, n),
                              lambda n: rpc.fetch_block(n)["hash"], cp_block,
                              plan.proto.start_block)

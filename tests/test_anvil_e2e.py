@@ -166,31 +166,3 @@ def test_sync_follows_head_serves_queries_and_stops_on_sigterm(tmp_path, chain):
     assert proc.returncode == 0, out
     assert "sync stopped cleanly" in out
     assert assert_matches_chain(tmp_path / "db.duckdb", positions, oi) > 10
-
-
-def test_sync_rolls_back_a_reorg_and_equals_a_clean_run(tmp_path, chain, capsys):
-    """Blocks with events are replaced by other blocks with other events (evm_revert + new
-    trading): the next sync pass rolls back to the common ancestor and replays."""
-
-
-    anvil, vault, sim = chain
-    sim.run(40)
-    snap = anvil.rpc.call("evm_snapshot")
-    ancestor = anvil.rpc.fetch_head()
-    sim.run(40)
-    cfg = write_config(tmp_path / "c.yaml", anvil.url, vault, 0)
-    assert run_cli("sync", "--config", str(cfg), "--once") == 0
-    assert anvil.rpc.call("evm_revert", [snap]) is True
-    sim.ids.clear()
-    sim.rng.seed(99)
-    sim.run(60)  # a longer, different fork
-    assert anvil.rpc.fetch_head() > ancestor
-    assert run_cli("sync", "--config", str(cfg), "--once") == 0
-    err = " ".join(capsys.readouterr().err.split())
-    assert f"to common ancestor {ancestor}" in err
-    clean = write_config(tmp_path / "clean.yaml", anvil.url, vault, 0, database="clean.duckdb")
-    assert run_cli("sync", "--config", str(clean), "--once") == 0
-    ours, want = dump(tmp_path / "db.duckdb"), dump(tmp_path / "clean.duckdb")
-    assert ours["position_changes"] == want["position_changes"]
-    assert ours["positions"] == want["positions"]
-    assert ours["checkpoints"] == want["checkpoints"]

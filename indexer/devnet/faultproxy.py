@@ -10,6 +10,11 @@ connection without answering), ``truncated`` (half the JSON body), ``invalid_jso
 error page with status 200), ``rate_limit_jsonrpc`` (status 200 and a JSON-RPC rate-limit error,
 as Alchemy sends), ``stale_head`` (``eth_blockNumber`` answered 5 blocks behind, as a lagging
 node does).
+
+Beside random faults: ``behind=N`` serves the chain as a node N blocks behind would (an older
+head, ``null`` for newer blocks, logs only up to its head), and ``lose_logs=P`` answers a
+fraction P of range eth_getLogs requests with no logs at all (a provider whose index lags its
+blocks), which only the logsBloom check can catch.
 """
 
 from __future__ import annotations
@@ -59,13 +64,15 @@ PROVIDER_ERRORS: dict[str, Callable[[int, int, int], tuple[int, str, Any]]] = {
 class FaultProxy:
     def __init__(self, upstream: str, *, rate: float = 0.0, kinds: tuple[str, ...] = KINDS,
                  seed: int = 1, hang: float = 2.0, range_cap: int = 0,
-                 provider: str = "infura_range") -> None:
+                 provider: str = "infura_range", behind: int = 0, lose_logs: float = 0.0
+                 ) -> None:
         unknown = set(kinds) - set(KINDS)
         if unknown or provider not in PROVIDER_ERRORS:
             raise ValueError(f"unknown fault kinds {sorted(unknown)} or provider {provider}")
         self.upstream = Rpc([upstream], timeout=30, max_attempts=1)
         self.rate, self.kinds, self.hang = rate, kinds, hang
         self.range_cap, self.provider = range_cap, provider
+        self.behind, self.lose_logs = behind, lose_logs
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
@@ -107,6 +114,34 @@ class FaultProxy:
             err["data"] = data
         return {"jsonrpc": "2.0", "id": call.get("id"), "error": err}
 
+    def _lagging(self, call: dict[str, Any]) -> tuple[Any] | None:
+        """(result,) where a lagging node or a lossy index answers differently, else None."""
+        method, params = call.get("method"), call.get("params") or []
+        if method == "eth_getLogs" and "blockHash" not in params[0] and self.lose_logs:
+            with self.lock:
+                lose = self.rng.random() < self.lose_logs
+                self.injected["lost_logs"] += lose
+            if lose:
+                return ([],)
+        if not self.behind:
+            return None
+        head = int(self.upstream.call("eth_blockNumber"), 16) - self.behind
+        if method == "eth_blockNumber":
+            return (hex(head),)
+        if method == "eth_getBlockByNumber":
+            tag = params[0]
+            number = head if tag in ("latest", "safe", "finalized") else int(tag, 16)
+            if number > head:
+                return (None,)
+            return (self.upstream.call(method, [hex(number), *params[1:]]),)
+        if method == "eth_getLogs" and "blockHash" not in params[0]:
+            flt = dict(params[0])
+            if int(flt["fromBlock"], 16) > head:
+                return ([],)
+            flt["toBlock"] = hex(min(int(flt["toBlock"], 16), head))
+            return (self.upstream.call(method, [flt]),)
+        return None
+
     def _answer(self, payload: Any, stale: bool) -> Any:
         calls = payload if isinstance(payload, list) else [payload]
         out = []
@@ -116,6 +151,10 @@ class FaultProxy:
                 out.append(capped)
                 continue
             try:
+                lagging = self._lagging(call)
+                if lagging is not None:
+                    out.append({"jsonrpc": "2.0", "id": call.get("id"), "result": lagging[0]})
+                    continue
                 result = self.upstream.call(call["method"], call.get("params") or [])
                 if stale and call["method"] == "eth_blockNumber":
                     result = hex(max(int(result, 16) - 5, 0))
