@@ -96,7 +96,8 @@ def redact_url(url: str) -> str:
     """Show an RPC URL without anything that may be a secret: keep scheme, host and port only.
 
     ``https://arb-mainnet.g.alchemy.com/v2/KEY`` -> ``https://arb-mainnet.g.alchemy.com/***``;
-    user:password@ is dropped too. Local endpoints (127.0.0.1, localhost) are shown whole.
+    user:password@ is dropped too. Local endpoints are treated the same (a local proxy to a paid
+    provider carries its key just as well).
     """
     import re
 
@@ -104,6 +105,4 @@ def redact_url(url: str) -> str:
     if not m:
         return "***"
     scheme, host, rest = m.groups()
-    if host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]") and "@" not in url:
-        return url
     return f"{scheme}{host}/***" if rest.strip("/") else f"{scheme}{host}"
