@@ -38,15 +38,16 @@ _RANGE_PATTERNS = re.compile(
     r"block range|range too large|range is too large|too many blocks|exceed(?:s|ed)? (?:the )?"
     r"(?:max(?:imum)?|limit|server limit)|query returned more than|more than \d+ results|"
     r"response size|limited to a [\d,]+|too many (?:logs|results)|returns too many logs|"
-    r"result window|query timeout|log response size|exceeds limit of",
+    r"result window|query timeout|log response size|exceeds limit of|blocks distance|"
+    r"bigger than (?:the )?range limit",
     re.IGNORECASE,
 )
 _HEX_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
 #: "retry with the range 25766988-25775072" (reth)
 _DEC_RANGE = re.compile(r"range (\d+)\s*-\s*(\d+)")
 _MAX_NUMBER = re.compile(
-    r"(?:max(?:imum)?(?: block)?(?: range)?(?: is| of|:)?|limited to a|up to a|limit of|"
-    r"narrow your filter:)\s*(\d[\d,]*)\s*(k?)",
+    r"(?:max(?:imum)?(?: block)?(?: range)?(?: is| of|:| =)?|limited to a|up to a|limit of|"
+    r"narrow your filter:|blocks distance:|range limit)\s*(\d[\d,]*)\s*(k?)",
     re.IGNORECASE,
 )
 #: JSON-RPC errors by which providers say "slow down" (retried with backoff, never fatal).
@@ -74,9 +75,16 @@ class _Transient(Exception):
 
 
 def parse_range_error(code: int | None, message: str, data: Any) -> RangeTooLarge | None:
-    """Recognise a provider's range/result-cap error; return it with a suggested block count."""
-    if not _RANGE_PATTERNS.search(message or ""):
-        return None
+    """Recognise a provider's range/result-cap error; return it with a suggested block count.
+
+    Some providers put the reason in ``data`` under a generic message (Tenderly: "invalid
+    params" with ``data.payload``); that text is read too."""
+    message = message or ""
+    if not _RANGE_PATTERNS.search(message):
+        detail = data.get("payload") or data.get("message") if isinstance(data, dict) else data
+        if not isinstance(detail, str) or not _RANGE_PATTERNS.search(detail):
+            return None
+        message = f"{message}: {detail}"
     suggested: int | None = None
     m = _HEX_RANGE.search(message) or _DEC_RANGE.search(message)
     if m:

@@ -21,6 +21,7 @@ from indexer import rpc as rpc_module
 from indexer.devnet.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
 from indexer.errors import RpcError
 from indexer.rpc import Rpc, is_rate_limit, parse_range_error
+from indexer.scanner import RangeSizer
 from tests.conftest import GMX_V1_DATA, ReplayNode, dump, run_cli, write_config
 
 VAULT = json.loads((GMX_V1_DATA / "gmx_v1_truth.json").read_text())["contracts"]["Vault"]
@@ -59,6 +60,34 @@ def test_each_provider_range_error_is_recognised(provider):
     assert err is not None, message
     assert err.suggested == suggested, message
     assert not is_rate_limit(code, message)
+
+
+@pytest.mark.parametrize("code, message, data, suggested", [
+    # Ankr (ponder-sh/ponder issue 1940)
+    (-32602, "maximum [from, to] blocks distance: 10000", None, 10_000),
+    # Tenderly: the reason is in data.payload (bobanetwork/boba_legacy issue 827)
+    (-32602, "invalid params", {"error_id": "4ed94073", "payload":
+                                "range 9009594 is bigger than range limit 2000"}, 2000),
+    # a geth fork with a configured limit (enviodev/hyperindex issue 605)
+    (-32000, ("block range is larger than max block range, block range = 5120, max block range "
+              "= 5000"), None, 5000),
+    # scroll-tech/go-ethereum PR 529 (no number: halve)
+    (-32000, "block range is bigger than maxBlockRange", None, None),
+    # reth suggesting the very range that failed (base/base issue 2421): the sizer halves it
+    (-32602, "query exceeds max results 20000, retry with the range 25766988-25775072", None,
+     8085),
+])
+def test_more_provider_range_errors_from_their_reports(code, message, data, suggested):
+    err = parse_range_error(code, message, data)
+    assert err is not None and err.suggested == suggested
+    assert parse_range_error(-32602, "invalid params", {"payload": "missing fromBlock"}) is None
+
+
+def test_a_suggestion_no_smaller_than_the_failed_range_halves_it():
+    sizer = RangeSizer(max_size=8085)
+    sizer.shrink(parse_range_error(-32602, "query exceeds max results 20000, retry with the "
+                                   "range 25766988-25775072", None), tried=8085)
+    assert sizer.size == 4042
 
 
 @pytest.mark.parametrize("code, message", [
