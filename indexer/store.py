@@ -437,6 +437,21 @@ class Store:
         self.rollbacks += 1
         return int(old_tip), int(deleted)
 
+    def rebuild_positions(self) -> int:
+        """Recompute the whole ``positions`` table from the ledger, in one set-based query and
+        one transaction (no RPC). Returns the number of ledger rows folded."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            (rows,) = con.execute("SELECT count(*) FROM position_changes").fetchone()
+            con.execute("DELETE FROM positions")
+            con.execute("INSERT INTO positions BY NAME " + _POSITIONS_SELECT.format(where="true"))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return int(rows)
+
     def record_error(self, source: str, message: str) -> None:
         self.con.execute("UPDATE checkpoints SET last_error = ? WHERE source = ?",
                          [message[:500], source])

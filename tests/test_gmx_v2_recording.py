@@ -106,6 +106,16 @@ def test_backfill_reproduces_reader_state_at_every_snapshot(tmp_path, replay_fac
     backfill(tmp_path, node.url, gmx_v2_truth, "one")
     assert dump(tmp_path / "db.duckdb") == dump(tmp_path / "one.duckdb")
 
+    # a full rebuild from the ledger (what scripts/bench.py times) gives the same positions
+    before = dump(tmp_path / "one.duckdb")["positions"]
+    store = Store(tmp_path / "one.duckdb")
+    try:
+        store.con.execute("UPDATE positions SET size_raw = 0")  # spoil them first
+        assert store.rebuild_positions() == len(dump_rows(store, "position_changes"))
+    finally:
+        store.close()
+    assert dump(tmp_path / "one.duckdb")["positions"] == before
+
 
 def test_prices_use_configured_token_decimals(tmp_path, replay_factory, gmx_v2_truth):
     """With token decimals in the config, USD prices per whole token and collateral in USD."""
@@ -138,3 +148,7 @@ def test_prices_use_configured_token_decimals(tmp_path, replay_factory, gmx_v2_t
         assert entry == pytest.approx(size_usd / size_tokens, rel=Decimal("1e-12"))
         assert coll_tokens == Decimal(int(coll_raw)) / 10**coll_dec
         assert coll_usd > 0
+
+
+def dump_rows(store: Store, table: str) -> list[tuple]:
+    return store.query(f"SELECT * FROM {table}")[1]
