@@ -142,7 +142,7 @@ def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[dic
         except RangeTooLarge as e:
             plan.sizer.shrink(e, hi - lo + 1)
             continue
-        plan.sizer.succeeded()
+        plan.sizer.succeeded(hi - lo + 1, len(logs))
         break
     logs = _checked(logs, addresses, lo, hi)
     if plan.scans_markets:

@@ -10,21 +10,32 @@ from indexer.errors import RangeTooLarge
 logger = logging.getLogger(__name__)
 
 
+#: Block count of the first request: ranges start small and double while they stay light, so a
+#: dense chain never starts with one huge answer.
+FIRST_SIZE = 100
+#: Logs per request the sizer aims below: it bounds the memory one range takes (a GMX v2 EventLog
+#: is about 6 KB of JSON), whatever the chain's density.
+MAX_LOGS = 20_000
+
+
 @dataclass(slots=True)
 class RangeSizer:
     """The block count of the next eth_getLogs request.
 
-    Halves (or takes the provider's suggestion) on :class:`RangeTooLarge`; doubles back toward
-    ``max_size`` after ``grow_after`` successes in a row.
+    Starts at ``FIRST_SIZE`` (or ``max_size`` if smaller). Halves (or takes the provider's
+    suggestion) on :class:`RangeTooLarge`; shrinks in proportion when an answer held more than
+    ``max_logs`` logs; doubles back toward ``max_size`` after ``grow_after`` light successes in
+    a row.
     """
 
     max_size: int
     size: int = 0
     grow_after: int = 3
+    max_logs: int = MAX_LOGS
     _streak: int = 0
 
     def __post_init__(self) -> None:
-        self.size = self.size or self.max_size
+        self.size = self.size or min(self.max_size, FIRST_SIZE)
 
     def end_for(self, lo: int, limit: int) -> int:
         return min(limit, lo + self.size - 1)
@@ -38,8 +49,14 @@ class RangeSizer:
         self._streak = 0
         logger.info("getLogs range shrunk to %d blocks: %s", self.size, error)
 
-    def succeeded(self) -> None:
+    def succeeded(self, blocks: int = 0, logs: int = 0) -> None:
+        """A request over ``blocks`` blocks returned ``logs`` logs."""
+        if logs > self.max_logs and blocks > 1:
+            self.size = max(1, min(self.size, blocks * self.max_logs // logs))
+            self._streak = 0
+            return
         self._streak += 1
-        if self._streak >= self.grow_after and self.size < self.max_size:
+        if self._streak >= self.grow_after and self.size < self.max_size and \
+                logs * 2 <= self.max_logs:
             self.size = min(self.max_size, self.size * 2)
             self._streak = 0

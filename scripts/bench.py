@@ -237,7 +237,7 @@ import cryo
 url, head, out_dir, contract = sys.argv[1:5]
 started = time.monotonic()
 cryo.freeze("logs", rpc=url, blocks=[f"0:{{int(head) + 1}}"], output_dir=out_dir,
-            contract=contract, chunk_size=100, max_concurrent_requests=8, no_verbose=True)
+            contract=[contract], chunk_size=100, max_concurrent_requests=8, no_verbose=True)
 print(json.dumps({{"seconds": time.monotonic() - started,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

@@ -209,3 +209,16 @@ def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(clean, tmp_path
     assert kills >= 3
     assert subprocess.run(cmd, check=False, capture_output=True, timeout=300).returncode == 0
     assert dump(tmp_path / "db.duckdb") == want
+
+
+def test_dense_answers_shrink_the_range_so_memory_stays_bounded():
+    sizer = RangeSizer(max_size=10_000)
+    assert sizer.size == 100  # a slow start, not 10,000 blocks at once
+    sizer.succeeded(100, 80_000)  # 4x the logs per request we aim below
+    assert sizer.size == 25
+    for _ in range(3):
+        sizer.succeeded(25, 5_000)
+    assert sizer.size == 50
+    for _ in range(3):
+        sizer.succeeded(50, 15_000)  # more than half the target: no growth
+    assert sizer.size == 50
