@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 #: Block count of the first request: ranges start small and double while they stay light, so a
 #: dense chain never starts with one huge answer.
-FIRST_SIZE = 100
+FIRST_SIZE = 10
 #: Logs per request the sizer aims below: it bounds the memory one range takes (a GMX v2 EventLog
 #: is about 6 KB of JSON), whatever the chain's density.
 MAX_LOGS = 20_000

@@ -213,7 +213,8 @@ def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(clean, tmp_path
 
 def test_dense_answers_shrink_the_range_so_memory_stays_bounded():
     sizer = RangeSizer(max_size=10_000)
-    assert sizer.size == 100  # a slow start, not 10,000 blocks at once
+    assert sizer.size == 10  # a slow start, not 10,000 blocks at once
+    sizer.size = 100
     sizer.succeeded(100, 80_000)  # 4x the logs per request we aim below
     assert sizer.size == 25
     for _ in range(3):
