@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from indexer.cli import main
-from indexer.devnet.chain import free_port
+from indexer.devnet.chain import Anvil, free_port
+from indexer.devnet.simulator import Simulator, deploy_vault
 from indexer.rpc import Rpc
 from indexer.store import Store
 
@@ -24,6 +25,8 @@ SHARED = Path(os.environ.get("PERP_SHARED_DIR", ROOT.parent / "shared")).resolve
 REPLAY_NODE = SHARED / "tools" / "replay_node.py"
 GMX_V1_DATA = SHARED / "data" / "gmx_v1_devnet"
 GMX_V2_DATA = SHARED / "data" / "gmx_v2_devnet"
+GMX_V1_VAULT = (json.loads((GMX_V1_DATA / "gmx_v1_truth.json").read_text())["contracts"]["Vault"]
+                if GMX_V1_DATA.exists() else "")
 
 
 def wait_rpc(url: str, timeout: float = 30.0) -> None:
@@ -70,6 +73,39 @@ def replay_factory() -> Iterator[object]:
     yield start
     for n in nodes:
         n.stop()
+
+
+@pytest.fixture(scope="session")
+def gmx_v1_clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ReplayNode, dict]]:
+    """A replay node serving the GMX v1 recording, and the ``dump`` of one clean backfill of
+    it: what every fault, crash and daemon scenario on the recording must end equal to."""
+    node = ReplayNode(GMX_V1_DATA, "gmx_v1")
+    tmp = tmp_path_factory.mktemp("clean")
+    cfg = write_config(tmp / "c.yaml", node.url, GMX_V1_VAULT, 0, max_block_range=500)
+    try:
+        assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+        yield node, dump(tmp / "db.duckdb")
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def gmx_v1_chain() -> Iterator[tuple[Anvil, str, Simulator]]:
+    """anvil with our GMX-v1-style test vault, and a simulator set up to trade on it."""
+    anvil = Anvil(accounts=40)
+    vault = deploy_vault(anvil)
+    sim = Simulator(anvil.rpc, vault, anvil.accounts, seed=11, traders=30)
+    sim.setup()
+    yield anvil, vault, sim
+    anvil.stop()
+
+
+def start_sync(cfg: Path, *extra: str, verbose: bool = False) -> subprocess.Popen:
+    """``perp-indexer sync`` as a separate process (the daemon), output captured as text."""
+    return subprocess.Popen([sys.executable, "-m", "indexer", *(["-v"] if verbose else []),
+                             "sync", "--config", str(cfg), *extra], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "250"})
 
 
 @pytest.fixture(scope="session")

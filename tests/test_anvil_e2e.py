@@ -19,23 +19,12 @@ from indexer.devnet.simulator import (
     INDEX_TOKENS,
     SIG_GET_POSITION,
     Simulator,
-    deploy_vault,
     token_address,
 )
 from indexer.store import Store
 from tests.conftest import ROOT, dump, run_cli, write_config
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture
-def chain():
-    anvil = Anvil(accounts=40)
-    vault = deploy_vault(anvil)
-    sim = Simulator(anvil.rpc, vault, anvil.accounts, seed=11, traders=30)
-    sim.setup()
-    yield anvil, vault, sim
-    anvil.stop()
 
 
 def chain_state(anvil: Anvil, vault: str, sim: Simulator) -> tuple[dict, dict]:
@@ -81,8 +70,8 @@ def assert_matches_chain(db: Path, positions: dict, oi: dict) -> int:
     return compared
 
 
-def test_backfill_equals_vault_state(tmp_path, chain):
-    anvil, vault, sim = chain
+def test_backfill_equals_vault_state(tmp_path, gmx_v1_chain):
+    anvil, vault, sim = gmx_v1_chain
     stats = sim.run(220)
     assert stats["liquidation_state1"] > 0 and stats["liquidation_state2"] > 0
     cfg = write_config(tmp_path / "c.yaml", anvil.url, vault, 0, max_block_range=40)
@@ -101,10 +90,10 @@ def test_backfill_equals_vault_state(tmp_path, chain):
     assert q == [(0,)]
 
 
-def test_resume_equals_one_run(tmp_path, chain):
+def test_resume_equals_one_run(tmp_path, gmx_v1_chain):
 
 
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     sim.run(120)
     head = anvil.rpc.fetch_head()
     a = write_config(tmp_path / "a.yaml", anvil.url, vault, 0, database="a.duckdb",
@@ -121,8 +110,8 @@ def test_resume_equals_one_run(tmp_path, chain):
     assert dump(tmp_path / "a.duckdb") == dump(tmp_path / "b.duckdb")
 
 
-def test_sync_follows_head_serves_queries_and_stops_on_sigterm(tmp_path, chain):
-    anvil, vault, sim = chain
+def test_sync_follows_head_serves_queries_and_stops_on_sigterm(tmp_path, gmx_v1_chain):
+    anvil, vault, sim = gmx_v1_chain
     sim.run(60)
     cfg = write_config(tmp_path / "c.yaml", anvil.url, vault, 0, poll_interval=0.2)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -10,11 +10,8 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -24,34 +21,12 @@ from indexer.devnet.chain import free_port
 from indexer.devnet.faultproxy import FaultProxy
 from indexer.metrics import fetch_health
 from indexer.store import Store
-from tests.conftest import GMX_V1_DATA, ROOT, ReplayNode, dump, run_cli, write_config
+from tests.conftest import GMX_V1_DATA, dump, run_cli, start_sync, write_config
+from tests.conftest import GMX_V1_VAULT as VAULT
 
 pytestmark = pytest.mark.replay
 
-TRUTH = json.loads((GMX_V1_DATA / "gmx_v1_truth.json").read_text())
-VAULT = TRUTH["contracts"]["Vault"]
-LAST = 1289  # the recording's last block (checked against the clean run below)
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    """One clean backfill of the whole recording, directly from the replay node."""
-    node = ReplayNode(GMX_V1_DATA, "gmx_v1")
-    tmp = tmp_path_factory.mktemp("clean")
-    cfg = write_config(tmp / "c.yaml", node.url, VAULT, 0, max_block_range=500)
-    try:
-        assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
-        want = dump(tmp / "db.duckdb")
-        assert want["checkpoints"][0][4] == LAST
-        yield node, want
-    finally:
-        node.stop()
-
-
-def daemon(cfg: Path, *extra: str, verbose: bool = False) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "indexer", *(["-v"] if verbose else []),
-                             "sync", "--config", str(cfg), *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "COLUMNS": "250"})
+LAST = 1289  # the recording's last block (checked against the clean run in each test)
 
 
 def test_bloom_matches_every_recorded_block_with_our_logs(gmx_v1_logs):
@@ -70,11 +45,12 @@ def test_bloom_matches_every_recorded_block_with_our_logs(gmx_v1_logs):
     assert not may_match(blooms[some], [VAULT.lower()], [["0x" + "22" * 32]])
 
 
-def test_logs_a_provider_lost_are_fetched_again_from_the_blooms(clean, tmp_path):
+def test_logs_a_provider_lost_are_fetched_again_from_the_blooms(gmx_v1_clean, tmp_path):
     """30 % of range getLogs answers come back empty (a provider whose log index lags its
     blocks). At the tip every header is fetched anyway: blocks whose logsBloom matches but got no
     log are asked again by hash, and the result equals the clean run."""
-    node, want = clean
+    node, want = gmx_v1_clean
+    assert want["checkpoints"][0][4] == LAST
     proxy = FaultProxy(node.url, lose_logs=0.3, seed=4)
     try:
         # a window wider than the recording: every block goes through the tip path
@@ -87,9 +63,10 @@ def test_logs_a_provider_lost_are_fetched_again_from_the_blooms(clean, tmp_path)
     assert dump(tmp_path / "db.duckdb") == want
 
 
-def test_reorg_window_follows_the_finalized_tag(clean, tmp_path, replay_factory):
+def test_reorg_window_follows_the_finalized_tag(gmx_v1_clean, tmp_path, replay_factory):
     """A node whose finalized block is 300 behind: sync keeps every block hash of those 300."""
-    _, want = clean
+    _, want = gmx_v1_clean
+    assert want["checkpoints"][0][4] == LAST
     node = replay_factory("--finalized-lag", "300")
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=100)
     assert run_cli("sync", "--config", str(cfg), "--once") == 0
@@ -104,17 +81,18 @@ def test_reorg_window_follows_the_finalized_tag(clean, tmp_path, replay_factory)
     assert dump(tmp_path / "db.duckdb") == want
 
 
-def test_kill_9_of_the_daemon_following_a_growing_head(clean, tmp_path, replay_factory):
+def test_kill_9_of_the_daemon_following_a_growing_head(gmx_v1_clean, tmp_path, replay_factory):
     """The node's head grows 120 blocks/s from block 300; the daemon follows it and is killed
     with SIGKILL at random moments, four times; restarted, it ends equal to the clean run."""
-    _, want = clean
+    _, want = gmx_v1_clean
+    assert want["checkpoints"][0][4] == LAST
     node = replay_factory("--head", "300", "--grow-per-sec", "120")
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=25,
                        poll_interval=0.2)
     rng = random.Random(8)
     kills = 0
     for _ in range(4):
-        proc = daemon(cfg)
+        proc = start_sync(cfg)
         time.sleep(rng.uniform(1.2, 2.5))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -122,17 +100,18 @@ def test_kill_9_of_the_daemon_following_a_growing_head(clean, tmp_path, replay_f
         proc.communicate(timeout=30)
     assert kills == 4
     last = want["checkpoints"][0][4]  # the recording's last block
-    proc = daemon(cfg, "--until", str(last))
+    proc = start_sync(cfg, "--until", str(last))
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert dump(tmp_path / "db.duckdb") == want
 
 
-def test_metrics_health_status_and_no_secret_anywhere(clean, tmp_path, monkeypatch, capsys):
+def test_metrics_health_status_and_no_secret_anywhere(gmx_v1_clean, tmp_path, monkeypatch, capsys):
     """A daemon behind a faulty proxy, its URL carrying an API key in the path and the query:
     /metrics and /health report lag, range size, rows, errors by endpoint and kind; `status`
     shows the same table; the key is in no output, metric, log line or database file."""
-    node, want = clean
+    node, want = gmx_v1_clean
+    assert want["checkpoints"][0][4] == LAST
     monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.01)
     proxy = FaultProxy(node.url, rate=0.2, seed=2, kinds=("429", "503", "drop", "truncated"))
     secret = "sk_live_9f8e7d6c5b4a"
@@ -140,7 +119,7 @@ def test_metrics_health_status_and_no_secret_anywhere(clean, tmp_path, monkeypat
     url = f"{proxy.url}/v3/{secret}?apikey={secret}"
     cfg = write_config(tmp_path / "c.yaml", url, VAULT, 0, max_block_range=50,
                        poll_interval=0.2, metrics_port=port, max_attempts=10)
-    proc = daemon(cfg, verbose=True)
+    proc = start_sync(cfg, verbose=True)
     try:
         deadline = time.monotonic() + 120
         health = None

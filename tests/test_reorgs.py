@@ -24,19 +24,9 @@ from indexer.pipeline import build_plan
 from indexer.rpc import Rpc
 from indexer.store import Store
 from indexer.sync import MIN_REORG_WINDOW, sync
-from tests.conftest import ROOT, dump, run_cli, write_config
+from tests.conftest import ROOT, dump, run_cli, start_sync, write_config
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture
-def chain():
-    anvil = Anvil(accounts=40)
-    vault = deploy_vault(anvil)
-    sim = Simulator(anvil.rpc, vault, anvil.accounts, seed=11, traders=30)
-    sim.setup()
-    yield anvil, vault, sim
-    anvil.stop()
 
 
 def sync_once(cfg: Path) -> int:
@@ -76,12 +66,12 @@ def mine(anvil: Anvil, blocks: int) -> None:
     anvil.rpc.call("anvil_mine", [hex(blocks)])
 
 
-def test_reorg_replacing_blocks_with_events_while_the_daemon_runs(tmp_path, chain):
+def test_reorg_replacing_blocks_with_events_while_the_daemon_runs(tmp_path, gmx_v1_chain):
     """Two protocols on one chain, a running daemon: the chain is reverted and a different,
     longer history is traded. The daemon first sees a node without its checkpoint block (waits,
     it is not a reorg yet), then a longer branch: it rolls both protocols back to the common
     ancestor in one transaction and replays. /health reports the reorg and its depth."""
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     vault2 = deploy_vault(anvil)
     sim2 = Simulator(anvil.rpc, vault2, anvil.accounts, seed=12, traders=30)
     sim2.setup()
@@ -96,9 +86,7 @@ def test_reorg_replacing_blocks_with_events_while_the_daemon_runs(tmp_path, chai
 """
     cfg = write_config(tmp_path / "c.yaml", anvil.url, vault, 0, poll_interval=0.2,
                        metrics_port=port, protocol_extra=second)
-    proc = subprocess.Popen([sys.executable, "-m", "indexer", "sync", "--config", str(cfg)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    proc = start_sync(cfg)
     try:
         def caught_up(reorgs: int = 0) -> dict:
             head = anvil.rpc.fetch_head()
@@ -145,10 +133,10 @@ def test_reorg_replacing_blocks_with_events_while_the_daemon_runs(tmp_path, chai
     assert len(ours["checkpoints"]) == 2
 
 
-def test_reorg_removing_events(tmp_path, chain):
+def test_reorg_removing_events(tmp_path, gmx_v1_chain):
     """The last 12 blocks, full of trades, are replaced by 12 empty ones (anvil_reorg): their
     changes are gone, the positions they touched are recomputed from what is left."""
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     sim.run(45)
     cfg = write_config(tmp_path / "c.yaml", anvil.url, vault, 0)
     assert sync_once(cfg) == 0
@@ -162,9 +150,9 @@ def test_reorg_removing_events(tmp_path, chain):
     assert_equals_clean_run(tmp_path, cfg)
 
 
-def test_reorg_adding_events(tmp_path, chain):
+def test_reorg_adding_events(tmp_path, gmx_v1_chain):
     """Empty blocks are indexed, then replaced by a longer branch full of trades."""
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     sim.run(25)
     snap = anvil.rpc.call("evm_snapshot")
     ancestor = anvil.rpc.fetch_head()
@@ -180,10 +168,10 @@ def test_reorg_adding_events(tmp_path, chain):
     assert_equals_clean_run(tmp_path, cfg)
 
 
-def test_reorg_while_the_daemon_is_down(tmp_path, chain, capsys):
+def test_reorg_while_the_daemon_is_down(tmp_path, gmx_v1_chain, capsys):
     """The daemon stops; the chain reorganises (blocks with events replaced by others with other
     events); on restart it re-verifies its stored tip before anything else, rolls back, replays."""
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     sim.run(25)
     snap = anvil.rpc.call("evm_snapshot")
     ancestor = anvil.rpc.fetch_head()
@@ -200,10 +188,10 @@ def test_reorg_while_the_daemon_is_down(tmp_path, chain, capsys):
     assert_equals_clean_run(tmp_path, cfg)
 
 
-def test_reorg_inside_a_range_being_fetched(tmp_path, chain, capsys):
+def test_reorg_inside_a_range_being_fetched(tmp_path, gmx_v1_chain, capsys):
     """The chain reorganises between the headers and the eth_getLogs of a range: the range is
     abandoned unwritten (ChainMoved), the pass retried, the reorg rolled back."""
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     sim.run(30)
     cfg_path = write_config(tmp_path / "c.yaml", anvil.url, vault, 0, max_block_range=8)
     assert sync_once(cfg_path) == 0
@@ -235,10 +223,10 @@ def test_reorg_inside_a_range_being_fetched(tmp_path, chain, capsys):
     assert_equals_clean_run(tmp_path, cfg_path)
 
 
-def test_reorg_deeper_than_the_window_stops_without_writing(tmp_path, chain):
+def test_reorg_deeper_than_the_window_stops_without_writing(tmp_path, gmx_v1_chain):
     """History is replaced more than the kept window deep: sync exits with code 3 and a clear
     message, and the database is untouched."""
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     sim.run(20)
     snap = anvil.rpc.call("evm_snapshot")
     sim.run(10)
@@ -259,11 +247,11 @@ def test_reorg_deeper_than_the_window_stops_without_writing(tmp_path, chain):
     assert reorg_rows(tmp_path / "db.duckdb") == []
 
 
-def test_a_lagging_node_is_not_taken_for_a_reorg(tmp_path, chain):
+def test_a_lagging_node_is_not_taken_for_a_reorg(tmp_path, gmx_v1_chain):
     """After indexing from a node at the tip, the daemon is pointed at a node 8 blocks behind
     (older head, null for newer blocks): nothing is rolled back or written; back on a node at
     the tip it carries on, equal to a clean run."""
-    anvil, vault, sim = chain
+    anvil, vault, sim = gmx_v1_chain
     sim.run(40)
     cfg = write_config(tmp_path / "c.yaml", anvil.url, vault, 0)
     assert sync_once(cfg) == 0

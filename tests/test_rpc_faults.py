@@ -7,7 +7,6 @@ random moments, then restarted, ends equal to the clean run."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -22,9 +21,8 @@ from indexer.devnet.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
 from indexer.errors import RpcError
 from indexer.rpc import Rpc, is_rate_limit, parse_range_error
 from indexer.scanner import RangeSizer
-from tests.conftest import GMX_V1_DATA, ReplayNode, dump, run_cli, write_config
-
-VAULT = json.loads((GMX_V1_DATA / "gmx_v1_truth.json").read_text())["contracts"]["Vault"]
+from tests.conftest import GMX_V1_VAULT as VAULT
+from tests.conftest import dump, run_cli, write_config
 
 pytestmark = pytest.mark.replay
 
@@ -99,28 +97,14 @@ def test_rate_limit_errors_are_transient_not_range_errors(code, message):
     assert is_rate_limit(code, message) and parse_range_error(code, message, None) is None
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    """One clean backfill of the recording, directly from the replay node."""
-    node = ReplayNode(GMX_V1_DATA, "gmx_v1")
-    tmp = tmp_path_factory.mktemp("clean")
-    cfg = write_config(tmp / "c.yaml", node.url, VAULT, 0,
-                       max_block_range=500)
-    try:
-        assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
-        yield node, dump(tmp / "db.duckdb")
-    finally:
-        node.stop()
-
-
 def _backfill_through(proxy: FaultProxy, tmp_path, **chain) -> dict:
     cfg = write_config(tmp_path / "c.yaml", proxy.url, VAULT, 0, **chain)
     assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
     return dump(tmp_path / "db.duckdb")
 
 
-def test_backfill_through_every_fault_equals_a_clean_run(clean, tmp_path, monkeypatch):
-    node, want = clean
+def test_backfill_through_every_fault_equals_a_clean_run(gmx_v1_clean, tmp_path, monkeypatch):
+    node, want = gmx_v1_clean
     monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.01)  # keep the test fast
     proxy = FaultProxy(node.url, rate=0.35, seed=11, hang=1.5)
     try:
@@ -133,8 +117,8 @@ def test_backfill_through_every_fault_equals_a_clean_run(clean, tmp_path, monkey
 
 
 @pytest.mark.parametrize("provider", ["infura_results", "reth_results", "alchemy_size"])
-def test_backfill_under_a_provider_range_cap_equals_a_clean_run(clean, tmp_path, provider):
-    node, want = clean
+def test_backfill_under_a_provider_range_cap_equals_a_clean_run(gmx_v1_clean, tmp_path, provider):
+    node, want = gmx_v1_clean
     proxy = FaultProxy(node.url, range_cap=60, provider=provider)
     try:
         got = _backfill_through(proxy, tmp_path, max_block_range=5000)
@@ -143,8 +127,8 @@ def test_backfill_under_a_provider_range_cap_equals_a_clean_run(clean, tmp_path,
     assert got == want and proxy.injected[f"cap_{provider}"] >= 1
 
 
-def test_rate_limits_slow_the_endpoint_down_then_recover(clean, monkeypatch):
-    node, _ = clean
+def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean, monkeypatch):
+    node, _ = gmx_v1_clean
     monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
     proxy = FaultProxy(node.url, rate=1.0, kinds=("429", "rate_limit_jsonrpc"))
     client = Rpc([proxy.url], timeout=5, max_attempts=3)
@@ -162,8 +146,8 @@ def test_rate_limits_slow_the_endpoint_down_then_recover(clean, monkeypatch):
         proxy.stop()
 
 
-def test_failover_and_back_to_the_first_endpoint(clean, monkeypatch):
-    node, _ = clean
+def test_failover_and_back_to_the_first_endpoint(gmx_v1_clean, monkeypatch):
+    node, _ = gmx_v1_clean
     monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
     dead = FaultProxy(node.url, rate=1.0, kinds=("503",))
     client = Rpc([dead.url, node.url], timeout=5, max_attempts=2)
@@ -179,8 +163,8 @@ def test_failover_and_back_to_the_first_endpoint(clean, monkeypatch):
         dead.stop()
 
 
-def test_a_request_that_cannot_succeed_is_not_retried(clean):
-    node, _ = clean
+def test_a_request_that_cannot_succeed_is_not_retried(gmx_v1_clean):
+    node, _ = gmx_v1_clean
     proxy = FaultProxy(node.url)
     client = Rpc([proxy.url], timeout=5, max_attempts=5)
     try:
@@ -193,8 +177,8 @@ def test_a_request_that_cannot_succeed_is_not_retried(clean):
 
 
 @pytest.mark.parametrize("command", [["backfill", "--no-progress"], ["sync", "--once"]])
-def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(clean, tmp_path, command):
-    node, want = clean
+def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(gmx_v1_clean, tmp_path, command):
+    node, want = gmx_v1_clean
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=7)
     cmd = [sys.executable, "-m", "indexer", *command, "--config", str(cfg)]
     rng = random.Random(3)
