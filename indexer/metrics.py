@@ -47,7 +47,7 @@ class ProtocolFigures:
     chain_moved: int = 0
     last_success: float | None = None
     last_error: str | None = None
-    rows_per_second: float = 0.0
+    #: (monotonic time, rows) of the ranges written in the last RATE_WINDOW seconds
     _rows: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
     @property
@@ -97,7 +97,6 @@ class Metrics:
             f.logs_refetched += refetched
             f.range_size = range_size
             f._rows.append((now, rows))
-            self._rate(f, now)
 
     def pass_done(self, protocol: str, checkpoint: int | None, checkpoint_time: int | None) -> None:
         with self._lock:
@@ -108,7 +107,6 @@ class Metrics:
                 f.checkpoint_time = checkpoint_time
             f.last_success = time.time()
             f.last_error = None
-            self._rate(f, time.monotonic())
 
     def reorg(self, protocols: list[str], depth: int) -> None:
         with self._lock:
@@ -129,11 +127,12 @@ class Metrics:
             f.last_error = message[:300]
 
     @staticmethod
-    def _rate(f: ProtocolFigures, now: float) -> None:
+    def _rate(f: ProtocolFigures, now: float) -> float:
+        """Rows written per second over the last RATE_WINDOW (forgetting older ranges)."""
         while f._rows and f._rows[0][0] < now - RATE_WINDOW:
             f._rows.popleft()
         span = max(now - f._rows[0][0], 1.0) if f._rows else RATE_WINDOW
-        f.rows_per_second = sum(r for _, r in f._rows) / span
+        return sum(r for _, r in f._rows) / span
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -143,11 +142,11 @@ class Metrics:
             protocols = {}
             healthy = True
             for name, f in self.protocols.items():
-                self._rate(f, time.monotonic())
                 fresh = f.last_success is not None and now - f.last_success <= self.stale_after
                 healthy = healthy and fresh
                 d = {k: v for k, v in asdict(f).items() if not k.startswith("_")}
-                d.update(lag_blocks=f.lag_blocks, lag_seconds=f.lag_seconds, fresh=fresh)
+                d.update(lag_blocks=f.lag_blocks, lag_seconds=f.lag_seconds, fresh=fresh,
+                         rows_per_second=self._rate(f, time.monotonic()))
                 protocols[name] = d
         errors = [{"endpoint": e, "kind": k, "count": n}
                   for (e, k), n in sorted(self.rpc_errors().items())]

@@ -184,12 +184,12 @@ from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 url, v1, v2, head, limit, abi_v1, abi_v2, db = sys.argv[1:9]
 head, limit = int(head), int(limit)
-w3 = Web3(Web3.HTTPProvider(url, request_kwargs={{"timeout": 120}}))
-contracts = {{}}
+w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 120}))
+contracts = {}
 for address, path in ((v1, abi_v1), (v2, abi_v2)):
     abi = [e for f in sorted(__import__("pathlib").Path(path).glob("*.json"))
            for e in json.loads(open(f).read()) if e.get("type") == "event"]
-    by_topic = {{}}
+    by_topic = {}
     for e in abi:  # one contract object per event: a name may have several versions
         c = w3.eth.contract(address=Web3.to_checksum_address(address), abi=[e])
         by_topic.setdefault(event_abi_to_log_topic(e).hex(), getattr(c.events, e["name"]))
@@ -202,8 +202,8 @@ n = 0
 lo = 0
 while lo <= head and n < limit:
     hi = min(head, lo + 9)
-    logs = w3.eth.get_logs({{"address": [Web3.to_checksum_address(v1), Web3.to_checksum_address(v2)],
-                            "fromBlock": lo, "toBlock": hi}})
+    logs = w3.eth.get_logs({"address": [Web3.to_checksum_address(v1), Web3.to_checksum_address(v2)],
+                            "fromBlock": lo, "toBlock": hi})
     rows = []
     for log in logs:
         ev = contracts[log["address"].lower()].get(log["topics"][0].hex().removeprefix("0x"))
@@ -216,13 +216,13 @@ while lo <= head and n < limit:
         con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
     n += len(rows)
     lo = hi + 1
-print(json.dumps({{"events": n, "seconds": time.monotonic() - started,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+print(json.dumps({"events": n, "seconds": time.monotonic() - started,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
 def naive(url: str, chain: dict[str, Any], limit: int, work: Path) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", _NAIVE.format(), url, chain["v1"], chain["v2"],
+    out = subprocess.run([sys.executable, "-c", _NAIVE, url, chain["v1"], chain["v2"],
                           str(chain["head"]), str(limit), str(ROOT / "abis" / "gmx_v1"),
                           str(ROOT / "abis" / "gmx_v2"), str(work / "naive.duckdb")],
                          capture_output=True, text=True, check=False)
@@ -236,10 +236,10 @@ import json, resource, sys, time
 import cryo
 url, head, out_dir, contract = sys.argv[1:5]
 started = time.monotonic()
-cryo.freeze("logs", rpc=url, blocks=[f"0:{{int(head) + 1}}"], output_dir=out_dir,
+cryo.freeze("logs", rpc=url, blocks=[f"0:{int(head) + 1}"], output_dir=out_dir,
             contract=[contract], chunk_size=100, max_concurrent_requests=8, no_verbose=True)
-print(json.dumps({{"seconds": time.monotonic() - started,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+print(json.dumps({"seconds": time.monotonic() - started,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -255,7 +255,7 @@ def run_cryo(url: str, chain: dict[str, Any], work: Path) -> dict[str, Any] | st
     for contract in (chain["v1"], chain["v2"]):
         out_dir = work / f"cryo_{contract[-6:]}"
         out_dir.mkdir()
-        r = subprocess.run([sys.executable, "-c", _CRYO.format(), url, str(chain["head"]),
+        r = subprocess.run([sys.executable, "-c", _CRYO, url, str(chain["head"]),
                             str(out_dir), contract], capture_output=True, text=True, check=False)
         if r.returncode != 0:
             return f"not measured: cryo failed ({r.stderr.strip()[-300:]})"
