@@ -15,13 +15,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import eth_abi
 from eth_utils import keccak as _keccak
 
 from indexer import eventdata
 from indexer.errors import AbiError
+
+if TYPE_CHECKING:
+    from indexer.rpc import Log
 from indexer.types import STATIC_TYPES, Decoded, EventColumns, EventDef, split_types, word_types
 
 
@@ -146,7 +149,7 @@ def _word_decoder(typ: str) -> Any:
     raise AssertionError(typ)
 
 
-def _decode_static(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int],
+def _decode_static(ev: EventDef, logs: Sequence[Log], rows: list[int],
                    failures: list[tuple[int, str]]) -> EventColumns:
     n_topics = 1 + sum(1 for _, _, ix in ev.inputs if ix)
     n_words = sum(len(word_types(t) or ()) for t in ev.data_types)
@@ -156,7 +159,7 @@ def _decode_static(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int]
     topics: list[list[str]] = []
     for r in rows:
         log = logs[r]
-        d, tps = log["data"], log["topics"]
+        d, tps = log.data, log.topics
         if len(d) != want:
             failures.append((r, (f"{ev.name}: data is {(len(d) - 2) // 2} bytes, "
                                  f"{ev.signature} needs {n_words * 32}")))
@@ -211,7 +214,7 @@ def _decode_static(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int]
     return cols
 
 
-def _decode_dynamic(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int],
+def _decode_dynamic(ev: EventDef, logs: Sequence[Log], rows: list[int],
                     failures: list[tuple[int, str]]) -> EventColumns:
     cols = EventColumns(ev, [], {name: [] for name, _, _ in ev.inputs})
     data_names = [n for n, _, ix in ev.inputs if not ix]
@@ -219,11 +222,11 @@ def _decode_dynamic(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int
     for r in rows:
         log = logs[r]
         try:
-            values = eth_abi.decode(ev.data_types, bytes.fromhex(log["data"][2:]), strict=True)
-            if len(log["topics"]) != 1 + len(idx_inputs):
-                raise ValueError(f"{len(log['topics'])} topics, needs {1 + len(idx_inputs)}")
+            values = eth_abi.decode(ev.data_types, bytes.fromhex(log.data[2:]), strict=True)
+            if len(log.topics) != 1 + len(idx_inputs):
+                raise ValueError(f"{len(log.topics)} topics, needs {1 + len(idx_inputs)}")
             decoded = dict(zip(data_names, values, strict=True))
-            for (n, t), tp in zip(idx_inputs, log["topics"][1:], strict=True):
+            for (n, t), tp in zip(idx_inputs, log.topics[1:], strict=True):
                 decoded[n] = _word_decoder(t)(tp[2:]) if t in STATIC_TYPES else tp
         except Exception as e:  # noqa: BLE001 - eth_abi raises many types; all mean "undecodable"
             failures.append((r, f"{ev.name}: {type(e).__name__}: {e}"))
@@ -234,7 +237,7 @@ def _decode_dynamic(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int
     return cols
 
 
-def _decode_eventlog(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[int],
+def _decode_eventlog(ev: EventDef, logs: Sequence[Log], rows: list[int],
                      failures: list[tuple[int, str]]) -> EventColumns:
     """GMX v2 ``EventLog*``: the layout-aware decoder, eth_abi for whatever it refuses."""
     idx_inputs = [n for n, _, ix in ev.inputs if ix]
@@ -246,12 +249,12 @@ def _decode_eventlog(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[in
     decode = eventdata.decode_payload
     for r in rows:
         log = logs[r]
-        tps = log["topics"]
+        tps = log.topics
         if len(tps) != n_topics:
             failures.append((r, f"{ev.name}: {len(tps)} topics, {ev.signature} needs {n_topics}"))
             continue
         try:
-            raw = bytes.fromhex(log["data"][2:])
+            raw = bytes.fromhex(log.data[2:])
         except ValueError as e:
             failures.append((r, f"{ev.name}: data is not hex ({e})"))
             continue
@@ -272,12 +275,12 @@ def _decode_eventlog(ev: EventDef, logs: Sequence[dict[str, Any]], rows: list[in
     return cols
 
 
-def decode_logs(logs: Sequence[dict[str, Any]], abi: AbiEvents) -> Decoded:
+def decode_logs(logs: Sequence[Log], abi: AbiEvents) -> Decoded:
     """Decode a batch of raw logs (as eth_getLogs returns them) grouped by event, in columns."""
     by_event: dict[int, tuple[EventDef, list[int]]] = {}
     failures: list[tuple[int, str]] = []
     for i, log in enumerate(logs):
-        tps = log.get("topics") or []
+        tps = log.topics
         t0 = tps[0].lower() if tps else ""
         if t0 in abi.by_topic:
             ev = abi.event_for(t0, len(tps))

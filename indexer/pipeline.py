@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields
+from itertools import pairwise
 from types import ModuleType
 from typing import Any
 
@@ -13,7 +14,7 @@ from indexer.adapters.base import AdapterContext
 from indexer.bloom import may_match
 from indexer.config import ChainConfig, Config, ProtocolConfig
 from indexer.errors import AbiError, ChainMoved, RangeTooLarge, RpcError
-from indexer.rpc import Rpc
+from indexer.rpc import Log, Rpc
 from indexer.scanner import RangeSizer
 from indexer.store import RangeRows, Store
 from indexer.types import LogMeta
@@ -107,27 +108,30 @@ class RangeResult:
     hi_time: int | None = None
 
 
-def _checked(logs: list[dict[str, Any]], addresses: list[str], lo: int, hi: int
-             ) -> list[dict[str, Any]]:
+def _checked(logs: list[Log], addresses: list[str], lo: int, hi: int) -> list[Log]:
     """Drop ``removed`` logs; a log outside the filter means a broken node: fail loudly."""
+    if any(lg.removed for lg in logs):
+        logs = [lg for lg in logs if not lg.removed]
     wanted = set(addresses)
-    kept = []
-    for log in logs:
-        if log.get("removed"):
-            continue
-        n = int(log["blockNumber"], 16)
-        if not lo <= n <= hi or log["address"].lower() not in wanted:
-            raise RpcError("eth_getLogs", None, f"node returned a log outside the filter "
-                                                f"(block {n}, address {log['address']})")
-        kept.append(log)
-    return kept
+    outside = sorted(a for a in {lg.address for lg in logs} if a.lower() not in wanted)
+    blocks = sorted(int(n, 16) for n in {lg.block_number for lg in logs})
+    bad = [n for n in blocks[:1] + blocks[-1:] if not lo <= n <= hi]
+    if outside or bad:
+        what = f"address {outside[0]}" if outside else f"block {bad[0]}"
+        raise RpcError("eth_getLogs", None, f"node returned a log outside the filter ({what}, "
+                                            f"asked for blocks {lo}..{hi})")
+    return logs
 
 
-def _chain_order(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(logs, key=lambda lg: (int(lg["blockNumber"], 16), int(lg["logIndex"], 16)))
+def _chain_order(logs: list[Log]) -> list[Log]:
+    """Logs sorted by (block, log index); nodes send them so, then only the check is paid."""
+    keys = [(int(lg.block_number, 16), int(lg.log_index, 16)) for lg in logs]
+    if all(a < b for a, b in pairwise(keys)):
+        return logs
+    return [lg for _, lg in sorted(zip(keys, logs, strict=True), key=lambda kv: kv[0])]
 
 
-def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[Log]]:
     """Fetch logs from ``lo`` up to at most ``limit``, shrinking the range on provider caps.
 
     Returns the end block actually covered (whole blocks only) and its logs, in chain order.
@@ -151,9 +155,9 @@ def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[dic
 
 
 def _fetch_span(plan: Plan, rpc: Rpc, addresses: list[str], lo: int, hi: int
-                ) -> list[dict[str, Any]]:
+                ) -> list[Log]:
     """All logs of ``addresses`` in exactly [lo, hi], in as many requests as caps demand."""
-    out: list[dict[str, Any]] = []
+    out: list[Log] = []
     while lo <= hi:
         end = plan.sizer.end_for(lo, hi)
         try:
@@ -166,8 +170,8 @@ def _fetch_span(plan: Plan, rpc: Rpc, addresses: list[str], lo: int, hi: int
     return out
 
 
-def _add_new_markets(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], hi: int
-                     ) -> list[dict[str, Any]]:
+def _add_new_markets(plan: Plan, rpc: Rpc, logs: list[Log], hi: int
+                     ) -> list[Log]:
     """Fetch the logs of markets announced in ``logs`` (and in what that brings), from the
     block of each announcement to ``hi``."""
     fetched = set(plan.addresses)
@@ -177,7 +181,7 @@ def _add_new_markets(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], hi: int
         found: dict[str, int] = {}
         for row, market in plan.adapter.markets_added(decoded, LogMeta.from_logs(todo)):
             if market not in fetched:
-                block = int(todo[row]["blockNumber"], 16)
+                block = int(todo[row].block_number, 16)
                 found[market] = min(block, found.get(market, block))
         if not found:
             return logs
@@ -212,7 +216,7 @@ def read_decimals(rpc: Rpc, tokens: list[str]) -> dict[str, int | None]:
     return out
 
 
-def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], store: Store | None = None,
+def to_range_rows(plan: Plan, rpc: Rpc, logs: list[Log], store: Store | None = None,
                   lo: int = 0) -> RangeRows:
     """Decode and adapt one range's logs (fetching what the adapter needs), ready to store.
 
@@ -274,7 +278,7 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], store: Store
                      "collateral_token": oi.collateral_token, "is_long": oi.is_long,
                      "unit": oi.unit, "delta": oi.delta, "next_value": oi.next_value}
     quarantine = [(meta.block_number[r], meta.tx_hash[r], meta.log_index[r], meta.address[r],
-                   logs[r]["topics"], logs[r]["data"], reason)
+                   logs[r].topics, logs[r].data, reason)
                   for r, reason in sorted(decoded.failures + out.rejected)]
     for q in quarantine:
         logger.warning("quarantined log %s#%s: %s", q[1], q[2], q[6])
@@ -283,20 +287,20 @@ def to_range_rows(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]], store: Store
                      open_interest)
 
 
-def complete_from_blooms(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]],
+def complete_from_blooms(plan: Plan, rpc: Rpc, logs: list[Log],
                          headers: dict[int, dict[str, Any]], lo: int, hi: int
-                         ) -> tuple[list[dict[str, Any]], int]:
+                         ) -> tuple[list[Log], int]:
     """The completeness check: a block whose ``logsBloom`` may hold our events but that got no
     log from the range request is fetched again by hash. Returns the logs (with any found that
     way, in chain order) and how many were added; a bloom false positive adds nothing."""
-    with_logs = {int(lg["blockNumber"], 16) for lg in logs}
+    with_logs = {int(lg.block_number, 16) for lg in logs}
     addresses = plan.addresses
     suspects = [n for n in range(lo, hi + 1) if n not in with_logs and n in headers
                 and may_match(headers[n]["logsBloom"], addresses, plan.topics)]
     if not suspects:
         return logs, 0
     replies = rpc.fetch_block_logs([headers[n]["hash"] for n in suspects], addresses, plan.topics)
-    found: list[dict[str, Any]] = []
+    found: list[Log] = []
     for n, reply in zip(suspects, replies, strict=True):
         got = _checked(reply, addresses, n, n)
         if got:
@@ -308,14 +312,14 @@ def complete_from_blooms(plan: Plan, rpc: Rpc, logs: list[dict[str, Any]],
     return (_chain_order(logs + found), len(found)) if found else (logs, 0)
 
 
-def _check_against_headers(rpc: Rpc, logs: list[dict[str, Any]],
+def _check_against_headers(rpc: Rpc, logs: list[Log],
                            headers: dict[int, dict[str, Any]], hi: int) -> None:
     """Logs must come from the blocks whose headers we hold, and block ``hi`` must still be the
     one we fetched: otherwise the chain moved during the fetch (ChainMoved; sync retries)."""
     for log in logs:
-        n = int(log["blockNumber"], 16)
-        if n in headers and headers[n]["hash"] != log["blockHash"]:
-            raise ChainMoved(f"a log of block {n} has hash {log['blockHash']} but its header "
+        n = int(log.block_number, 16)
+        if n in headers and headers[n]["hash"] != log.block_hash:
+            raise ChainMoved(f"a log of block {n} has hash {log.block_hash} but its header "
                              f"{headers[n]['hash']}: the chain reorganised during the fetch")
     now = rpc.fetch_block(hi)["hash"]
     if now != headers[hi]["hash"]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from indexer.rpc import Log
 
 #: ABI types that occupy exactly one 32-byte word.
 STATIC_TYPES = {"address", "bool", "bytes32"} | {f"uint{8 * i}" for i in range(1, 33)} | {
@@ -100,15 +104,15 @@ class LogMeta:
     address: list[str]
 
     @classmethod
-    def from_logs(cls, logs: list[dict[str, Any]]) -> LogMeta:
+    def from_logs(cls, logs: Sequence[Log]) -> LogMeta:
         return cls(
-            block_number=[int(lg["blockNumber"], 16) for lg in logs],
-            block_hash=[lg["blockHash"] for lg in logs],
-            block_time=[int(lg["blockTimestamp"], 16) if lg.get("blockTimestamp") else -1
+            block_number=[int(lg.block_number, 16) for lg in logs],
+            block_hash=[lg.block_hash for lg in logs],
+            block_time=[int(lg.block_timestamp, 16) if lg.block_timestamp else -1
                         for lg in logs],
-            tx_hash=[lg["transactionHash"] for lg in logs],
-            log_index=[int(lg["logIndex"], 16) for lg in logs],
-            address=[lg["address"].lower() for lg in logs],
+            tx_hash=[lg.transaction_hash for lg in logs],
+            log_index=[int(lg.log_index, 16) for lg in logs],
+            address=[lg.address.lower() for lg in logs],
         )
 
 

@@ -29,6 +29,16 @@ GMX_V1_VAULT = (json.loads((GMX_V1_DATA / "gmx_v1_truth.json").read_text())["con
                 if GMX_V1_DATA.exists() else "")
 
 
+def logs_of(*logs: dict) -> list:
+    """Test logs given by some of their JSON fields (topics, data...) as the pipeline's ``Log``
+    structs; the chain coordinates default to the i-th log of block 1."""
+    from indexer.rpc import as_logs
+
+    return as_logs([{"address": "0x" + "ee" * 20, "blockNumber": "0x1",
+                     "blockHash": "0x" + "ab" * 32, "transactionHash": "0x" + "cd" * 32,
+                     "logIndex": hex(i), **lg} for i, lg in enumerate(logs)])
+
+
 def wait_rpc(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

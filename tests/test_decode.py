@@ -7,9 +7,9 @@ import pytest
 from web3 import Web3
 
 from indexer.abi import decode_logs, load_abi_dir, topic_of
-from indexer.rpc import parse_range_error
+from indexer.rpc import as_logs, parse_range_error
 from indexer.store import to_decimal18
-from tests.conftest import ROOT
+from tests.conftest import ROOT, logs_of
 
 ABI = load_abi_dir(ROOT / "abis" / "gmx_v1")
 #: topic0s as published in ../shared/protocols.md section 1.2
@@ -36,7 +36,7 @@ def test_batch_decoder_equals_web3_on_every_recorded_vault_log(gmx_v1_logs, gmx_
     vault = gmx_v1_truth["contracts"]["Vault"].lower()
     logs = [lg for lg in gmx_v1_logs if lg["address"] == vault and lg["topics"][0] in ABI.by_topic]
     assert len(logs) == 2047  # every Vault log decodes with the real ABI
-    decoded = decode_logs(logs, ABI)
+    decoded = decode_logs(as_logs(logs), ABI)
     assert decoded.failures == []
     contract = Web3().eth.contract(abi=[e for e in __import__("json").loads(
         (ROOT / "abis/gmx_v1/Vault.json").read_text()) if e["type"] == "event"])
@@ -68,7 +68,7 @@ def test_arbitrum_seven_argument_update_position_decodes():
     values = [b"\x11" * 32, 5 * 10**35, 10**34, 3000 * 10**30, 7, 10**18, -(10**31)]
     types = ["bytes32", "uint256", "uint256", "uint256", "uint256", "uint256", "int256"]
     log = {"topics": [PUBLISHED["UpdatePosition7"]], "data": "0x" + eth_abi.encode(types, values).hex()}
-    d = decode_logs([log], ABI)
+    d = decode_logs(logs_of(log), ABI)
     cols = d.events["UpdatePosition"][0]
     assert cols.fields["realisedPnl"] == [-(10**31)] and "markPrice" not in cols.fields
     assert cols.fields["key"] == ["0x" + "11" * 32]
@@ -82,7 +82,7 @@ def test_undecodable_logs_are_reported_not_dropped(data, reason):
     good = {"topics": [PUBLISHED["UpdateFundingRate"]], "data": "0x" + "00" * 64}
     bad = {"topics": [PUBLISHED["IncreasePosition"]], "data": data}
     unknown = {"topics": ["0x" + "ab" * 32], "data": "0x"}
-    d = decode_logs([good, bad, unknown], ABI)
+    d = decode_logs(logs_of(good, bad, unknown), ABI)
     assert [r for r, _ in d.failures] == [1, 2]
     assert reason in d.failures[0][1] and "unknown topic0" in d.failures[1][1]
     assert d.events["UpdateFundingRate"][0].rows == [0]

@@ -11,7 +11,7 @@ import pytest
 
 from indexer.abi import decode_logs, load_abi_dir
 from indexer.types import split_types
-from tests.conftest import ROOT
+from tests.conftest import ROOT, logs_of
 
 V10, V9 = "GNSMultiCollatDiamond.json", "GNSMultiCollatDiamond_v9.json"
 PUBLISHED = {
@@ -93,7 +93,7 @@ def test_every_event_decodes_like_eth_abi(protocol):
             expected.append((ev, values))
     order = list(range(len(logs)))
     rng.shuffle(order)
-    decoded = decode_logs([logs[i] for i in order], abi)
+    decoded = decode_logs(logs_of(*[logs[i] for i in order]), abi)
     assert decoded.failures == []
     seen = 0
     for groups in decoded.events.values():
@@ -116,7 +116,7 @@ def test_values_out_of_their_type_are_quarantined_not_wrapped():
     liq = abi.event_for(PUBLISHED["synthetix_perps_v2"][("PositionLiquidated", 1, 8)], 1)
     too_few_topics = dict(_log(liq, [1, "0x" + "22" * 20, "0x" + "33" * 20, -5, 1, 2, 3, 4]))
     too_few_topics["topics"] = too_few_topics["topics"] + ["0x" + "00" * 32]  # 2 topics: no shape
-    d = decode_logs([good, dirty, short, too_few_topics], abi)
+    d = decode_logs(logs_of(good, dirty, short, too_few_topics), abi)
     assert [r for r, _ in d.failures] == [1, 2, 3]
     assert "non-zero high bytes" in d.failures[0][1] and "31 bytes" in d.failures[1][1]
     assert "topics" in d.failures[2][1]

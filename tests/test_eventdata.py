@@ -13,6 +13,7 @@ from indexer import eventdata
 from indexer.abi import decode_logs, keccak, load_abi_dir
 from indexer.config import REPO_ROOT
 from indexer.eventdata import DATA_TYPES, EventData, decode_payload, from_reference, to_reference
+from indexer.rpc import as_logs
 
 ABI = load_abi_dir(REPO_ROOT / "abis" / "gmx_v2")
 EVENTLOG1 = next(t for t, e in ABI.by_topic.items() if e.name == "EventLog1")
@@ -141,7 +142,7 @@ def test_decode_logs_uses_the_fast_path_and_quarantines_bad_logs(monkeypatch) ->
     good = log(data, "PositionDecrease", t1)
     short = log(data[:-64], "PositionDecrease", t1)
     wrong_topics = dict(good, topics=good["topics"][:2])
-    decoded = decode_logs([good, short, wrong_topics], ABI)
+    decoded = decode_logs(as_logs([good, short, wrong_topics]), ABI)
     (cols,) = decoded.events["EventLog1"]
     assert cols.rows == [0]
     assert cols.fields["eventData"] == [ev]
@@ -156,7 +157,7 @@ def test_decode_logs_uses_the_fast_path_and_quarantines_bad_logs(monkeypatch) ->
         raise ValueError("not handled here")
 
     monkeypatch.setattr(eventdata, "decode_payload", refuse)
-    again = decode_logs([good, short], ABI)
+    again = decode_logs(as_logs([good, short]), ABI)
     assert again.events["EventLog1"][0].fields["eventData"] == [ev]
     assert [r for r, _ in again.failures] == [1]
 

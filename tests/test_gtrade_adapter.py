@@ -9,6 +9,7 @@ import eth_abi
 from indexer.abi import decode_logs, load_abi_dir
 from indexer.adapters import gtrade
 from indexer.adapters.base import AdapterContext
+from indexer.rpc import as_logs
 from indexer.types import LogMeta
 from tests.conftest import ROOT
 
@@ -38,6 +39,7 @@ def _trade_v9(index: int, collateral_index: int = 1, trade_type: int = 0) -> tup
 def _run(logs: list[dict]):
     ctx = AdapterContext(1, {"diamond": ("0x" + "11" * 20,)}, token_ids={1: DAI},
                          decimals={DAI: 18})
+    logs = as_logs(logs)
     return gtrade.to_changes(decode_logs(logs, ABI), LogMeta.from_logs(logs), ctx)
 
 

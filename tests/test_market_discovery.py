@@ -12,6 +12,7 @@ from indexer.abi import topic_of
 from indexer.config import load_config
 from indexer.errors import RangeTooLarge
 from indexer.pipeline import build_plan, fetch_logs
+from indexer.rpc import as_logs
 from tests.conftest import write_config
 
 MANAGER = "0x" + "aa" * 20
@@ -37,8 +38,8 @@ class CappedNode:
         self.requests.append((tuple(addresses), lo, hi))
         if MARKET in addresses and hi - lo + 1 > self.cap:
             raise RangeTooLarge("block range too large", self.cap)
-        return [lg for lg in self.logs if lg["address"] in addresses
-                and lo <= int(lg["blockNumber"], 16) <= hi and lg["topics"][0] in topics[0]]
+        return as_logs([lg for lg in self.logs if lg["address"] in addresses
+                        and lo <= int(lg["blockNumber"], 16) <= hi and lg["topics"][0] in topics[0]])
 
 
 def test_new_market_fetched_from_its_announcement_under_a_range_cap(tmp_path):
@@ -57,7 +58,7 @@ def test_new_market_fetched_from_its_announcement_under_a_range_cap(tmp_path):
     plan.sizer.size = plan.sizer.max_size  # past the slow start: one request would cover 0..10
     hi, logs = fetch_logs(plan, node, 0, 10)
     assert hi == 10
-    assert [(lg["address"], int(lg["blockNumber"], 16)) for lg in logs] == [
+    assert [(lg.address, int(lg.block_number, 16)) for lg in logs] == [
         (MANAGER, 3), (MARKET, 3), (MARKET, 5), (MARKET, 9)]  # not block 2, not past 10
     spans = [(lo, h) for addrs, lo, h in node.requests if MARKET in addrs and h - lo < 3]
     assert spans[0][0] == 3 and spans[-1][1] == 10
