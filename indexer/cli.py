@@ -37,7 +37,7 @@ from indexer import __version__
 from indexer.config import Config, load_config
 from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
 from indexer.metrics import Metrics, fetch_health, serve
-from indexer.pipeline import Plan, RangeResult, build_plan
+from indexer.pipeline import DUCKDB_SHARE, Plan, RangeResult, build_plan
 from indexer.reorg import ReorgTooDeep
 from indexer.rpc import Rpc
 from indexer.store import Store, open_reader
@@ -98,7 +98,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     plans = _plans(cfg, args.protocol)
     rpcs = _rpcs(cfg, plans)
-    store = Store(cfg.database)
+    store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
     last_snapshot = [time.monotonic()]
     try:
         with _stop_on_signals() as stop, Progress(
@@ -146,7 +146,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     plans = _plans(cfg)
     rpcs = _rpcs(cfg, plans)
-    store = Store(cfg.database)
+    store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
     last = [0.0]
 
     def snapshot() -> None:

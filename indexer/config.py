@@ -21,6 +21,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Below this, Python, the decoders and DuckDB alone do not fit.
+MIN_MEMORY_MB = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,9 @@ class ChainConfig:
     max_attempts: int
     #: Seconds between head polls in ``sync``.
     poll_interval: float
+    #: eth_getLogs requests of one protocol in flight at once while catching up (the ranges ahead
+    #: of the one being decoded and stored).
+    requests_in_flight: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,9 @@ class Config:
     #: Where ``sync`` serves /metrics and /health (port 0: not served).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    #: The memory a writing process aims to stay under, in MB: it sizes the getLogs answers held
+    #: at once and DuckDB's own memory limit.
+    max_memory_mb: int = 1500
     extra: dict[str, Any] = field(default_factory=dict)
 
     def protocol(self, name: str) -> ProtocolConfig:
@@ -204,7 +212,7 @@ class _Reader:
 
 
 _CHAIN_KEYS = ("chain_id", "rpc_url", "confirmations", "use_finalized_tag", "max_block_range",
-               "request_timeout", "max_attempts", "poll_interval")
+               "request_timeout", "max_attempts", "poll_interval", "requests_in_flight")
 
 
 def _load_chain(file: str, name: str, data: Any) -> ChainConfig:
@@ -230,6 +238,7 @@ def _load_chain(file: str, name: str, data: Any) -> ChainConfig:
         request_timeout=r.float("request_timeout", 30.0),
         max_attempts=r.int("max_attempts", 5, minimum=1),
         poll_interval=r.float("poll_interval", 2.0),
+        requests_in_flight=r.int("requests_in_flight", 2, minimum=1),
     )
     r.done()
     return cfg
@@ -338,7 +347,9 @@ def load_config(path: str | Path) -> Config:
     metrics_port = r.int("metrics_port", 9464)
     if metrics_port > 65535:
         raise ConfigError(file, "metrics_port", metrics_port, "a TCP port 1..65535, or 0 for none")
+    max_memory_mb = r.int("max_memory_mb", 1500, minimum=MIN_MEMORY_MB)
     r.done()
     return Config(file=file, database=(base / db).resolve(), chains=chains,
                   protocols=protocols, snapshot_interval=snapshot_interval,
-                  metrics_host=metrics_host, metrics_port=metrics_port)
+                  metrics_host=metrics_host, metrics_port=metrics_port,
+                  max_memory_mb=max_memory_mb)

@@ -67,6 +67,15 @@ class RangeTooLarge(RetryableError):
         super().__init__(message)
 
 
+class AnswerTooLarge(RangeTooLarge):
+    """An answer grew past the byte budget it was read with; it was dropped unread."""
+
+    def __init__(self, size: int, limit: int, complete: bool) -> None:
+        self.size, self.limit, self.complete = size, limit, complete
+        super().__init__(f"answer of {'' if complete else 'over '}{size:,} bytes is over the "
+                         f"{limit:,}-byte budget per request (max_memory_mb)")
+
+
 class BlockMissing(RetryableError):
     """The node answered ``null`` for a block: it is behind (never taken for a reorg)."""
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from itertools import pairwise
 from types import ModuleType
@@ -15,7 +18,7 @@ from indexer.bloom import may_match
 from indexer.config import ChainConfig, Config, ProtocolConfig
 from indexer.errors import AbiError, ChainMoved, RangeTooLarge, RpcError
 from indexer.rpc import Log, Rpc
-from indexer.scanner import RangeSizer
+from indexer.scanner import MAX_BYTES, RangeSizer
 from indexer.store import RangeRows, Store
 from indexer.types import LogMeta
 
@@ -46,9 +49,11 @@ class Plan:
     markets_generation: int = -1
     #: False once the node proved to have neither a finalized nor a safe block tag.
     finality_tags: bool = True
+    #: Bytes of logs one eth_getLogs answer should stay under (see :func:`response_budget`).
+    response_bytes: int = MAX_BYTES
 
     def __post_init__(self) -> None:
-        self.sizer = RangeSizer(self.chain.max_block_range)
+        self.sizer = RangeSizer(self.chain.max_block_range, max_bytes=self.response_bytes)
         self.decimals.update({t.address: t.decimals for t in self.proto.tokens.values()})
         self.load_markets(None)
 
@@ -75,6 +80,21 @@ class Plan:
         return self.contracts + sorted(set(self.markets) - set(self.contracts))
 
 
+#: Share of ``max_memory_mb`` given to DuckDB's own memory limit (it spills to disk beyond).
+DUCKDB_SHARE = 4
+#: What Python, the libraries and the decoders' working set take besides the logs held, in MB.
+BASE_MB = 200
+
+
+def response_budget(max_memory_mb: int, in_flight: int) -> int:
+    """Bytes of logs one getLogs answer may hold under the memory ceiling: what is left after
+    DuckDB's share and the base is split over the answers held at once: those in flight, and
+    the one being decoded and stored, which counts four times (its JSON while it is parsed, the
+    logs, their decoded columns and the rows built from them)."""
+    left = max_memory_mb - max_memory_mb // DUCKDB_SHARE - BASE_MB
+    return max(left, 50) * 1_000_000 // (in_flight + 4)
+
+
 def build_plan(cfg: Config, proto: ProtocolConfig) -> Plan:
     """Resolve adapter, ABI and filters; config and ABI problems raise ConfigError / AbiError."""
     index = cfg.protocols.index(proto)
@@ -89,8 +109,9 @@ def build_plan(cfg: Config, proto: ProtocolConfig) -> Plan:
     topics: list[Any] = [abi.topics_for(set(adapter.EVENTS))]
     if getattr(adapter, "EVENT_NAMES", None):
         topics.append(sorted("0x" + keccak(n.encode()).hex() for n in adapter.EVENT_NAMES))
-    return Plan(proto, cfg.chains[proto.chain], adapter, abi,
-                list(dict.fromkeys(c.address for c in proto.contracts)), topics)
+    chain = cfg.chains[proto.chain]
+    return Plan(proto, chain, adapter, abi, list(dict.fromkeys(c.address for c in proto.contracts)),
+                topics, response_bytes=response_budget(cfg.max_memory_mb, chain.requests_in_flight))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +152,14 @@ def _chain_order(logs: list[Log]) -> list[Log]:
     return [lg for _, lg in sorted(zip(keys, logs, strict=True), key=lambda kv: kv[0])]
 
 
+def log_bytes(logs: list[Log]) -> int:
+    """About the JSON size of ``logs``: what the sizer's memory budget counts."""
+    return sum(len(lg.data) for lg in logs) + 400 * len(logs)
+
+
 def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[Log]]:
-    """Fetch logs from ``lo`` up to at most ``limit``, shrinking the range on provider caps.
+    """Fetch logs from ``lo`` up to at most ``limit``, as the sizer sizes the range, shrinking it
+    on provider caps and on answers over the byte budget.
 
     Returns the end block actually covered (whole blocks only) and its logs, in chain order.
     For adapters whose markets are contracts found at run time (``SCAN_MARKETS``), a market
@@ -142,11 +169,11 @@ def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[Log
     while True:
         hi = plan.sizer.end_for(lo, limit)
         try:
-            logs = rpc.fetch_logs(addresses, plan.topics, lo, hi)
+            logs = rpc.fetch_logs(addresses, plan.topics, lo, hi, plan.response_bytes)
         except RangeTooLarge as e:
             plan.sizer.shrink(e, hi - lo + 1)
             continue
-        plan.sizer.succeeded(hi - lo + 1, len(logs))
+        plan.sizer.succeeded(hi - lo + 1, log_bytes(logs))
         break
     logs = _checked(logs, addresses, lo, hi)
     if plan.scans_markets:
@@ -154,20 +181,71 @@ def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[Log
     return hi, _chain_order(logs)
 
 
-def _fetch_span(plan: Plan, rpc: Rpc, addresses: list[str], lo: int, hi: int
-                ) -> list[Log]:
-    """All logs of ``addresses`` in exactly [lo, hi], in as many requests as caps demand."""
+def _fetch_span(plan: Plan, rpc: Rpc, addresses: list[str], lo: int, hi: int) -> list[Log]:
+    """All logs of ``addresses`` in exactly [lo, hi], shrinking the requests on provider caps."""
     out: list[Log] = []
     while lo <= hi:
         end = plan.sizer.end_for(lo, hi)
         try:
-            logs = rpc.fetch_logs(addresses, plan.topics, lo, end)
+            logs = rpc.fetch_logs(addresses, plan.topics, lo, end, plan.response_bytes)
         except RangeTooLarge as e:
             plan.sizer.shrink(e, end - lo + 1)
             continue
+        plan.sizer.succeeded(end - lo + 1, log_bytes(logs))
         out += _checked(logs, addresses, lo, end)
         lo = end + 1
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One range's logs, fetched ahead of its decoding and storing."""
+
+    lo: int
+    hi: int
+    logs: list[Log]
+    #: The header of block ``hi`` (its hash becomes the checkpoint's).
+    end: dict[str, Any]
+    #: The sizer's block count when the range was planned.
+    range_size: int
+
+
+def _fetch_range(plan: Plan, rpc: Rpc, lo: int, limit: int) -> Fetched:
+    size = plan.sizer.size
+    hi, logs = fetch_logs(plan, rpc, lo, limit)
+    return Fetched(lo, hi, logs, rpc.fetch_block(hi), size)
+
+
+def fetch_ahead(plan: Plan, rpc: Rpc, lo: int, hi: int) -> Iterator[Fetched]:
+    """The ranges covering [lo, hi] in order, each fetched while earlier ones are decoded and
+    stored: up to ``requests_in_flight`` requests run on threads ahead of the consumer. At most
+    that many ranges wait, each bounded by the sizer's byte budget (backpressure, not an
+    unbounded queue). Adapters whose fetch depends on the ranges before it (``SCAN_MARKETS``:
+    a market found in one range is fetched in the next) fetch one range at a time."""
+    depth = 1 if plan.scans_markets else plan.chain.requests_in_flight
+    if depth <= 1:
+        while lo <= hi:
+            fetched = _fetch_range(plan, rpc, lo, hi)
+            yield fetched
+            lo = fetched.hi + 1
+        return
+    pool = ThreadPoolExecutor(depth, thread_name_prefix=f"fetch-{plan.proto.name}")
+    #: (planned end, the fetch of the range from its start toward that end), in chain order.
+    pending: deque[tuple[int, Future[Fetched]]] = deque()
+    try:
+        while pending or lo <= hi:
+            while lo <= hi and len(pending) < depth:
+                end = plan.sizer.end_for(lo, hi)
+                pending.append((end, pool.submit(_fetch_range, plan, rpc, lo, end)))
+                lo = end + 1
+            end, future = pending.popleft()
+            fetched = future.result()
+            if fetched.hi < end:  # the range shrank (a cap, or an answer over the budget)
+                pending.appendleft((end, pool.submit(_fetch_range, plan, rpc, fetched.hi + 1,
+                                                     end)))
+            yield fetched
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _add_new_markets(plan: Plan, rpc: Rpc, logs: list[Log], hi: int
@@ -328,17 +406,23 @@ def _check_against_headers(rpc: Rpc, logs: list[Log],
 
 
 def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start_block: int,
-                  headers: dict[int, dict[str, Any]] | None = None) -> RangeResult:
+                  headers: dict[int, dict[str, Any]] | None = None,
+                  fetched: Fetched | None = None) -> RangeResult:
     """Index [lo, hi] (hi <= limit, chosen by the adaptive sizer) and commit it with its checkpoint.
 
     ``headers`` (sync at the tip) are the block headers of the range: their hashes are kept for
     reorg detection, every log must agree with them (else ChainMoved, nothing written) and
-    their logsBloom drives the completeness check.
+    their logsBloom drives the completeness check. ``fetched``: the range's logs, already
+    fetched (see :func:`fetch_ahead`).
     """
     if plan.markets_generation != store.rollbacks:
         plan.load_markets(store)
-    hi, logs = fetch_logs(plan, rpc, lo, limit)
-    size = plan.sizer.size
+    if fetched is not None:
+        assert fetched.lo == lo and headers is None, (fetched.lo, lo)
+        hi, logs, size = fetched.hi, fetched.logs, fetched.range_size
+    else:
+        hi, logs = fetch_logs(plan, rpc, lo, limit)
+        size = plan.sizer.size
     refetched = 0
     if headers is not None:
         _check_against_headers(rpc, logs, headers, hi)
@@ -349,7 +433,7 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
                        for n, h in sorted(headers.items()) if lo <= n <= hi]
         end = headers[hi]
     else:
-        end = rpc.fetch_block(hi)
+        end = fetched.end if fetched is not None else rpc.fetch_block(hi)
         rows.blocks = [(hi, end["hash"], end["parentHash"], int(end["timestamp"], 16))]
     written = store.commit_range(rows, lo, hi, end["hash"], start_block)
     m = rows.markets or {}

@@ -26,6 +26,7 @@ import msgspec
 import tenacity
 
 from indexer.errors import (
+    AnswerTooLarge,
     BlockMissing,
     ChainMoved,
     RangeTooLarge,
@@ -115,6 +116,21 @@ def _decode_logs_reply(content: bytes) -> Any:
     return out
 
 
+def _read_body(resp: httpx.Response, max_bytes: int | None) -> bytes:
+    """The body, refused with AnswerTooLarge as soon as it is known to exceed ``max_bytes``
+    (from Content-Length, else while it streams in), so an answer never outgrows the budget."""
+    length = resp.headers.get("Content-Length", "")
+    if max_bytes is not None and length.isdigit() and int(length) > max_bytes:
+        raise AnswerTooLarge(int(length), max_bytes, True)
+    chunks, size = [], 0
+    for chunk in resp.iter_bytes():
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise AnswerTooLarge(size, max_bytes, False)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class _Transient(Exception):
     """Internal: a failure worth retrying on the same endpoint."""
 
@@ -197,7 +213,7 @@ _PACE_MIN, _PACE_MAX = 0.05, 5.0
 
 
 class Rpc:
-    """A JSON-RPC client for one chain. Thread-safe for sequential use from several threads.
+    """A JSON-RPC client for one chain, safe to call from several threads at once.
 
     Each endpoint has an adaptive pace: a rate-limit answer (HTTP 429 or a provider's JSON-RPC
     rate-limit error) doubles the pause between its requests, each success shrinks it back to
@@ -230,46 +246,53 @@ class Rpc:
 
     # -- transport -----------------------------------------------------------------------------
 
-    def _post_paced(self, index: int, body: bytes, decode: Any = None) -> Any:
+    def _post_paced(self, index: int, body: bytes, decode: Any = None,
+                    max_bytes: int | None = None) -> Any:
         wait = self._last[index] + self._pace[index] - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         self._last[index] = time.monotonic()
         try:
-            reply = self._post_once(self.urls[index], body, decode)
+            reply = self._post_once(self.urls[index], body, decode, max_bytes)
         except _Transient as e:
-            self.errors[(redact_url(self.urls[index]), e.kind)] += 1
+            with self._lock:
+                self.errors[(redact_url(self.urls[index]), e.kind)] += 1
             if e.rate_limited:
                 self._pace[index] = min(max(self._pace[index] * 2, _PACE_MIN), _PACE_MAX)
             raise
         self._pace[index] = self._pace[index] * 0.8 if self._pace[index] > 0.01 else 0.0
         return reply
 
-    def _post_once(self, url: str, body: bytes, decode: Any = None) -> Any:
+    def _post_once(self, url: str, body: bytes, decode: Any = None,
+                   max_bytes: int | None = None) -> Any:
         try:
-            resp = self._client.post(url, content=body)
+            with self._client.stream("POST", url, content=body) as resp:
+                if resp.status_code in _RETRYABLE_HTTP:
+                    ra = resp.headers.get("Retry-After")
+                    retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
+                    raise _Transient(f"HTTP {resp.status_code}", f"http_{resp.status_code}",
+                                     retry_after)
+                if resp.status_code >= 400:
+                    raise RpcError("http", resp.status_code,
+                                   f"HTTP {resp.status_code} from {redact_url(url)}")
+                content = _read_body(resp, max_bytes)
         except httpx.TimeoutException as e:
             raise _Transient(f"timeout after {self.timeout:g}s ({type(e).__name__})",
                              "timeout") from None
         except httpx.TransportError as e:
             raise _Transient(f"{type(e).__name__}: {e}", "transport") from None
-        if resp.status_code in _RETRYABLE_HTTP:
-            ra = resp.headers.get("Retry-After")
-            retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
-            raise _Transient(f"HTTP {resp.status_code}", f"http_{resp.status_code}", retry_after)
-        if resp.status_code >= 400:
-            raise RpcError("http", resp.status_code, f"HTTP {resp.status_code} from {redact_url(url)}")
         try:
-            reply = (decode or _JSON_DECODER.decode)(resp.content)
+            reply = (decode or _JSON_DECODER.decode)(content)
         except msgspec.DecodeError:
-            raise _Transient(f"invalid JSON body ({len(resp.content)} bytes)",
+            raise _Transient(f"invalid JSON body ({len(content)} bytes)",
                              "invalid_json") from None
         limited = _rate_limit_reply(reply)
         if limited is not None:
             raise _Transient(f"rate limited: {limited[:200]}", "rate_limited")
         return reply
 
-    def _post(self, payload: Any, what: str, decode: Any = None) -> Any:
+    def _post(self, payload: Any, what: str, decode: Any = None,
+              max_bytes: int | None = None) -> Any:
         body = _JSON_ENCODER.encode(payload)
         last: Exception | None = None
         start = self._active
@@ -288,7 +311,7 @@ class Rpc:
                     rs.outcome.exception() if rs.outcome else "?", rs.attempt_number),
             )
             try:
-                result = retrying(self._post_paced, index, body, decode)
+                result = retrying(self._post_paced, index, body, decode, max_bytes)
             except _Transient as e:
                 last = e
                 logger.error("rpc endpoint %s failed for %s: %s", redact_url(url), what, e)
@@ -328,9 +351,10 @@ class Rpc:
 
     # -- public calls --------------------------------------------------------------------------
 
-    def call(self, method: str, params: list[Any] | None = None, decode: Any = None) -> Any:
+    def call(self, method: str, params: list[Any] | None = None, decode: Any = None,
+             max_bytes: int | None = None) -> Any:
         payload = {"jsonrpc": "2.0", "id": self._next_id(), "method": method, "params": params or []}
-        return self._check(method, self._post(payload, method, decode))
+        return self._check(method, self._post(payload, method, decode, max_bytes))
 
     def batch(self, calls: Sequence[tuple[str, list[Any]]], chunk: int = 100,
               return_errors: bool = False) -> list[Any]:
@@ -390,10 +414,19 @@ class Rpc:
                 raise BlockMissing(n)
         return blocks
 
-    def fetch_logs(self, addresses: Sequence[str], topics: list[Any], lo: int, hi: int
-                   ) -> list[Log]:
+    def fetch_logs(self, addresses: Sequence[str], topics: list[Any], lo: int, hi: int,
+                   max_bytes: int | None = None) -> list[Log]:
+        """The logs of [lo, hi]. With ``max_bytes``, a multi-block answer larger than that is
+        dropped as it arrives and raises :class:`AnswerTooLarge` (a RangeTooLarge: the scanner
+        splits the range); one block's answer is always read whole."""
         flt = {"address": list(addresses), "topics": topics, "fromBlock": hex(lo), "toBlock": hex(hi)}
-        result = self.call("eth_getLogs", [flt], _decode_logs_reply)
+        try:
+            result = self.call("eth_getLogs", [flt], _decode_logs_reply,
+                               max_bytes if hi > lo else None)
+        except AnswerTooLarge as e:
+            blocks = hi - lo + 1
+            e.suggested = max(1, blocks * e.limit // e.size if e.complete else blocks // 2)
+            raise
         if not isinstance(result, list):
             raise RpcError("eth_getLogs", None, f"expected a list of logs, got {type(result).__name__}")
         return result

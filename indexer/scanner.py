@@ -13,9 +13,10 @@ logger = logging.getLogger(__name__)
 #: Block count of the first request: ranges start small and double while they stay light, so a
 #: dense chain never starts with one huge answer.
 FIRST_SIZE = 10
-#: Logs per request the sizer aims below: it bounds the memory one range takes (a GMX v2 EventLog
-#: is about 6 KB of JSON), whatever the chain's density.
-MAX_LOGS = 20_000
+#: Bytes of log data per answer the sizer aims below by default: it bounds the memory one range
+#: takes (a GMX v1 log is about 1 KB, a GMX v2 EventLog about 11 KB of JSON), whatever the chain's
+#: density. The pipeline derives it from ``max_memory_mb``.
+MAX_BYTES = 100_000_000
 
 
 @dataclass(slots=True)
@@ -24,14 +25,14 @@ class RangeSizer:
 
     Starts at ``FIRST_SIZE`` (or ``max_size`` if smaller). Halves (or takes the provider's
     suggestion) on :class:`RangeTooLarge`; shrinks in proportion when an answer held more than
-    ``max_logs`` logs; doubles back toward ``max_size`` after ``grow_after`` light successes in
-    a row.
+    ``max_bytes`` of logs; doubles back toward ``max_size`` after ``grow_after`` successes in a
+    row that stayed under half of it.
     """
 
     max_size: int
     size: int = 0
     grow_after: int = 3
-    max_logs: int = MAX_LOGS
+    max_bytes: int = MAX_BYTES
     _streak: int = 0
 
     def __post_init__(self) -> None:
@@ -49,14 +50,14 @@ class RangeSizer:
         self._streak = 0
         logger.info("getLogs range shrunk to %d blocks: %s", self.size, error)
 
-    def succeeded(self, blocks: int = 0, logs: int = 0) -> None:
-        """A request over ``blocks`` blocks returned ``logs`` logs."""
-        if logs > self.max_logs and blocks > 1:
-            self.size = max(1, min(self.size, blocks * self.max_logs // logs))
+    def succeeded(self, blocks: int = 0, size: int = 0) -> None:
+        """A request over ``blocks`` blocks returned logs of ``size`` bytes."""
+        if size > self.max_bytes and blocks > 1:
+            self.size = max(1, min(self.size, blocks * self.max_bytes // size))
             self._streak = 0
             return
         self._streak += 1
         if self._streak >= self.grow_after and self.size < self.max_size and \
-                logs * 2 <= self.max_logs:
+                size * 2 <= self.max_bytes:
             self.size = min(self.max_size, self.size * 2)
             self._streak = 0

@@ -118,7 +118,8 @@ def _sql(name: str) -> str:
 class Store:
     """The writer's connection to a DuckDB file (or a read-only one, see :func:`open_reader`)."""
 
-    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, read_only: bool = False,
+                 memory_limit_mb: int | None = None) -> None:
         self.path = Path(path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,8 @@ class Store:
                     "`perp-indexer query`") from None
             raise StoreError(f"{self.path}: cannot open database: {e}") from None
         self.read_only = read_only
+        if memory_limit_mb is not None:
+            self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         #: Rollbacks done through this connection: cached state (markets) is stale when it moves.
         self.rollbacks = 0
         if not read_only:

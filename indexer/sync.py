@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import closing
 
 from indexer.errors import (
     BlockMissing,
@@ -15,7 +16,7 @@ from indexer.errors import (
     RpcUnavailable,
 )
 from indexer.metrics import Metrics
-from indexer.pipeline import Plan, RangeResult, process_range
+from indexer.pipeline import Plan, RangeResult, fetch_ahead, process_range
 from indexer.reorg import find_ancestor
 from indexer.rpc import Rpc
 from indexer.store import Store
@@ -95,13 +96,17 @@ def resume_point(plan: Plan, store: Store, from_block: int | None, file: str) ->
 
 def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block: int,
                stop: threading.Event, on_range: OnRange | None = None) -> int:
-    """Index [lo, hi] range by range, committing each; returns the last block committed."""
+    """Index [lo, hi] range by range, committing each, while the next ranges are fetched;
+    returns the last block committed."""
     done = lo - 1
-    while done < hi and not stop.is_set():
-        result = process_range(plan, rpc, store, done + 1, hi, start_block)
-        done = result.hi
-        if on_range:
-            on_range(plan, result)
+    with closing(fetch_ahead(plan, rpc, lo, hi)) as ranges:
+        for fetched in ranges:
+            if stop.is_set():
+                break
+            result = process_range(plan, rpc, store, done + 1, hi, start_block, fetched=fetched)
+            done = result.hi
+            if on_range:
+                on_range(plan, result)
     return done
 
 

@@ -34,7 +34,7 @@ class CappedNode:
     def __init__(self, logs: list[dict], cap: int) -> None:
         self.logs, self.cap, self.requests = logs, cap, []
 
-    def fetch_logs(self, addresses, topics, lo, hi):
+    def fetch_logs(self, addresses, topics, lo, hi, max_bytes=None):
         self.requests.append((tuple(addresses), lo, hi))
         if MARKET in addresses and hi - lo + 1 > self.cap:
             raise RangeTooLarge("block range too large", self.cap)

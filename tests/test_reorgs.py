@@ -202,11 +202,11 @@ def test_reorg_inside_a_range_being_fetched(tmp_path, gmx_v1_chain, capsys):
     real = rpc.fetch_logs
     fired = []
 
-    def fetch_logs(addresses, topics, lo, hi):
+    def fetch_logs(addresses, topics, lo, hi, max_bytes=None):
         if not fired and lo > anvil.rpc.fetch_head() - 15:
             fired.append((lo, hi))
             anvil.rpc.call("anvil_reorg", [10, []])  # after headers, before logs
-        return real(addresses, topics, lo, hi)
+        return real(addresses, topics, lo, hi, max_bytes)
 
     rpc.fetch_logs = fetch_logs
     store = Store(cfg.database)

@@ -196,14 +196,14 @@ def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(gmx_v1_clean, t
 
 
 def test_dense_answers_shrink_the_range_so_memory_stays_bounded():
-    sizer = RangeSizer(max_size=10_000)
+    sizer = RangeSizer(max_size=10_000, max_bytes=20_000_000)
     assert sizer.size == 10  # a slow start, not 10,000 blocks at once
     sizer.size = 100
-    sizer.succeeded(100, 80_000)  # 4x the logs per request we aim below
+    sizer.succeeded(100, 80_000_000)  # 4x the bytes per request we aim below
     assert sizer.size == 25
     for _ in range(3):
-        sizer.succeeded(25, 5_000)
+        sizer.succeeded(25, 5_000_000)
     assert sizer.size == 50
     for _ in range(3):
-        sizer.succeeded(50, 15_000)  # more than half the target: no growth
+        sizer.succeeded(50, 15_000_000)  # more than half the target: no growth
     assert sizer.size == 50
