@@ -66,6 +66,11 @@ class Plan:
             self.markets.update(store.load_markets(self.proto.name))
         self.markets_generation = store.rollbacks if store is not None else -1
 
+    def refresh_markets(self, store: Store) -> None:
+        """Load the stored markets if not yet done or if a rollback made them stale."""
+        if self.markets_generation != store.rollbacks:
+            self.load_markets(store)
+
     @property
     def scans_markets(self) -> bool:
         """Whether markets are contracts emitting their own logs (a factory pattern)."""
@@ -415,8 +420,7 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
     their logsBloom drives the completeness check. ``fetched``: the range's logs, already
     fetched (see :func:`fetch_ahead`).
     """
-    if plan.markets_generation != store.rollbacks:
-        plan.load_markets(store)
+    plan.refresh_markets(store)
     if fetched is not None:
         assert fetched.lo == lo and headers is None, (fetched.lo, lo)
         hi, logs, size = fetched.hi, fetched.logs, fetched.range_size

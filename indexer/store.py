@@ -81,8 +81,26 @@ _USD_COLUMNS = ("size_delta", "collateral_delta", "size_after", "collateral_afte
 _RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price")
 _TOKEN_COLUMNS = ("size_delta_tokens", "size_after_tokens", "collateral_delta_tokens",
                   "collateral_after_tokens")
-#: Ledger columns an adapter may leave out (NULL).
-_OPTIONAL_COLUMNS = ("index_token", "index_decimals", "collateral_decimals") + _TOKEN_COLUMNS
+#: Ledger columns passed through as they are.
+_PLAIN_COLUMNS = ("block_number", "block_time", "tx_hash", "log_index", "position_key", "account",
+                  "market", "collateral_token", "is_long", "kind", "index_token", "index_decimals",
+                  "collateral_decimals")
+#: SQL twins of :func:`to_decimal18` over decimal strings, so the conversion runs in DuckDB's
+#: vectorised engine instead of once per value in Python. ``_digits18(s, d)``: the digits of
+#: |s| / 10^(d - 18) truncated, without leading zeros ('' for 0).
+_DECIMAL_MACROS = """
+CREATE OR REPLACE TEMP MACRO _digits18(s, d) AS ltrim(CASE WHEN d >= 18
+    THEN left(ltrim(s, '-'), greatest(length(ltrim(s, '-')) - (d - 18), 0))
+    ELSE ltrim(s, '-') || repeat('0', 18 - d) END, '0');
+CREATE OR REPLACE TEMP MACRO fits18(s, d) AS
+    s IS NULL OR d IS NULL OR length(_digits18(s, d)) <= 38;
+CREATE OR REPLACE TEMP MACRO dec18(s, d) AS CASE WHEN s IS NULL OR d IS NULL
+    OR length(_digits18(s, d)) > 38 THEN NULL ELSE CAST(
+    (CASE WHEN s[1] = '-' AND _digits18(s, d) <> '' THEN '-' ELSE '' END)
+    || (CASE WHEN length(_digits18(s, d)) > 18
+             THEN left(_digits18(s, d), length(_digits18(s, d)) - 18) ELSE '0' END)
+    || '.' || lpad(right(_digits18(s, d), 18), 18, '0') AS DECIMAL(38,18)) END;
+"""
 #: Tables holding rows of a source keyed by block_number (deleted on replay and rollback).
 _RANGE_TABLES = ("position_changes", "funding_updates", "quarantine", "markets",
                  "protocol_open_interest")
@@ -140,6 +158,7 @@ class Store:
         if not read_only:
             self.con.execute(_sql("schema.sql"))
             self.con.execute(_sql("views.sql"))
+            self.con.execute(_DECIMAL_MACROS)
 
     def close(self) -> None:
         self.con.close()
@@ -225,11 +244,21 @@ class Store:
         Returns the number of ledger rows written. Rows whose amounts do not fit DECIMAL(38,18)
         go to the quarantine with the reason instead of failing the range.
         """
-        changes, overflow = self._changes_table(rows)
-        quarantine = list(rows.quarantine) + overflow
+        changes = self._changes_table(rows)
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
+            written = 0
+            quarantine = list(rows.quarantine)
+            if changes.num_rows:
+                con.register("batch_changes", changes)
+                quarantine += [
+                    (b, tx, i, None, None, None,
+                     f"{kind} of {key}: an amount does not fit DECIMAL(38,18) USD")
+                    for b, tx, i, kind, key in con.execute(
+                        "SELECT block_number, tx_hash, log_index, kind, position_key FROM "
+                        f"batch_changes WHERE NOT ({self._fits_sql()}) ORDER BY block_number, "
+                        "log_index", {"usd_decimals": rows.usd_decimals}).fetchall()]
             replaced = con.execute(
                 "SELECT DISTINCT position_key FROM position_changes "
                 "WHERE source = ? AND block_number BETWEEN ? AND ?", [rows.source, lo, hi]).fetchall()
@@ -237,10 +266,9 @@ class Store:
                 con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number BETWEEN ? AND ?",
                             [rows.source, lo, hi])
             if changes.num_rows:
-                con.register("batch_changes", changes)
-                con.execute(self._insert_changes_sql(), {
+                (written,) = con.execute(self._insert_changes_sql(), {
                     "chain_id": rows.chain_id, "protocol": rows.protocol, "source": rows.source,
-                    "usd_decimals": rows.usd_decimals})
+                    "usd_decimals": rows.usd_decimals}).fetchone()
                 con.unregister("batch_changes")
             self._insert_funding(rows)
             self._insert_markets(rows)
@@ -255,7 +283,7 @@ class Store:
             if replaced:
                 new_keys = changes.column("position_key").to_pylist() if changes.num_rows else []
                 self._refresh_positions_full(rows.source, {k for (k,) in replaced} | set(new_keys))
-            elif changes.num_rows:
+            elif written:
                 self._refresh_positions_incremental(rows.source, lo, hi)
             # a replay of an older range never moves the checkpoint back
             con.execute(
@@ -270,53 +298,32 @@ class Store:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return changes.num_rows
+        return int(written)
 
-    def _changes_table(self, rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
-        c, d = rows.changes, rows.usd_decimals
+    def _changes_table(self, rows: RangeRows) -> pa.Table:
+        """The ledger rows as one Arrow table: amounts as decimal strings (exact; the SQL turns
+        them into BIGNUM and DECIMAL(38,18), see ``_DECIMAL_MACROS``)."""
+        c = rows.changes
         n = len(c["position_key"])
-        c = {**{k: [None] * n for k in _OPTIONAL_COLUMNS}, **c}
-        usd = {name: [None if v is None else to_decimal18(v, d) for v in c[name]]
-               for name in _USD_COLUMNS}
-        bad = sorted({i for name, col in usd.items() for i, v in enumerate(col)
-                      if v is None and c[name][i] is not None})
-        overflow = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
-                     (f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
-                      "DECIMAL(38,18) USD")) for i in bad]
-        keep = [i for i in range(n) if i not in set(bad)] if bad else None
-
-        def col(values: list[Any]) -> list[Any]:
-            return values if keep is None else [values[i] for i in keep]
-
-        def raw(values: list[Any]) -> list[Any]:
-            return col([None if v is None else str(v) for v in values])
-
-        def tokens(values: list[Any], decimals: list[Any]) -> list[Any]:
-            # whole tokens as DECIMAL(38,18); NULL when decimals are unknown or it does not fit
-            return col([None if v is None or dec is None else to_decimal18(v, dec)
-                        for v, dec in zip(values, decimals, strict=True)])
-
-        data: dict[str, Any] = {
-            name: col(c[name]) for name in ("block_number", "block_time", "tx_hash", "log_index",
-                                            "position_key", "account", "market",
-                                            "collateral_token", "is_long", "kind", "index_token",
-                                            "index_decimals", "collateral_decimals")}
-        for name in _USD_COLUMNS:
-            data[f"{name}_usd"] = col(usd[name])
-        for name in _RAW_COLUMNS:
-            data[f"{name}_raw"] = raw(c[name])
-        for name in _TOKEN_COLUMNS:
-            data[f"{name}_raw"] = raw(c[name])
-        data["size_after_tokens"] = tokens(c["size_after_tokens"], c["index_decimals"])
-        data["collateral_after_tokens"] = tokens(c["collateral_after_tokens"],
-                                                 c["collateral_decimals"])
-        return pa.table(data), overflow
+        data: dict[str, Any] = {}
+        for name in _PLAIN_COLUMNS:
+            data[name] = c[name] if name in c else [None] * n
+        for name in _USD_COLUMNS + _TOKEN_COLUMNS:
+            values = c.get(name)
+            data[name] = pa.array([None] * n if values is None else
+                                  [None if v is None else str(v) for v in values], pa.string())
+        return pa.table(data)
 
     @staticmethod
-    def _insert_changes_sql() -> str:
-        usd = ", ".join(f"CAST({n}_usd AS DECIMAL(38,18)) AS {n}_usd" for n in _USD_COLUMNS)
-        raw = ", ".join(f"CAST({n}_raw AS BIGNUM) AS {n}_raw"
-                        for n in _RAW_COLUMNS + _TOKEN_COLUMNS)
+    def _fits_sql() -> str:
+        """True for a staged row whose every USD amount fits DECIMAL(38,18) (token amounts that
+        do not are stored NULL, their raw value kept)."""
+        return " AND ".join(f"fits18({n}, $usd_decimals)" for n in _USD_COLUMNS)
+
+    @classmethod
+    def _insert_changes_sql(cls) -> str:
+        usd = ", ".join(f"dec18({n}, $usd_decimals) AS {n}_usd" for n in _USD_COLUMNS)
+        raw = ", ".join(f"CAST({n} AS BIGNUM) AS {n}_raw" for n in _RAW_COLUMNS + _TOKEN_COLUMNS)
         return (
             "INSERT INTO position_changes BY NAME SELECT $chain_id AS chain_id, "
             "$protocol AS protocol, $source AS source, block_number, "
@@ -325,9 +332,9 @@ class Store:
             f"{usd}, {raw}, $usd_decimals AS usd_decimals, index_token, "
             "CAST(index_decimals AS TINYINT) AS index_decimals, "
             "CAST(collateral_decimals AS TINYINT) AS collateral_decimals, "
-            "CAST(size_after_tokens AS DECIMAL(38,18)) AS size_after_tokens, "
-            "CAST(collateral_after_tokens AS DECIMAL(38,18)) AS collateral_after_tokens "
-            "FROM batch_changes ORDER BY block_number, log_index"
+            "dec18(size_after_tokens, index_decimals) AS size_after_tokens, "
+            "dec18(collateral_after_tokens, collateral_decimals) AS collateral_after_tokens "
+            f"FROM batch_changes WHERE {cls._fits_sql()} ORDER BY block_number, log_index"
         )
 
     def _insert_funding(self, rows: RangeRows) -> None:

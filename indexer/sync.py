@@ -99,6 +99,7 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
     """Index [lo, hi] range by range, committing each, while the next ranges are fetched;
     returns the last block committed."""
     done = lo - 1
+    plan.refresh_markets(store)  # before fetching: stored markets are fetched addresses too
     with closing(fetch_ahead(plan, rpc, lo, hi)) as ranges:
         for fetched in ranges:
             if stop.is_set():

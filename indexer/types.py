@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -166,14 +167,35 @@ class ChangeColumns:
 
     def append(self, **values: Any) -> None:
         """Add one row; the optional token-unit fields default to None."""
-        for f in fields(self):
-            getattr(self, f.name).append(values[f.name] if f.name in values
-                                         else _OPTIONAL[f.name])
+        for name in _CHANGE_FIELDS:
+            getattr(self, name).append(values[name] if name in values else _OPTIONAL[name])
+
+    def extend(self, **columns: list[Any]) -> None:
+        """Add rows column by column (equal lengths); optional fields left out are None."""
+        n = len(columns["row"])
+        for name in _CHANGE_FIELDS:
+            values = columns.get(name)
+            if values is None:
+                values = [_OPTIONAL[name]] * n
+            elif len(values) != n:
+                raise ValueError(f"column {name} has {len(values)} values, row has {n}")
+            getattr(self, name).extend(values)
+
+    def sort_by_row(self) -> None:
+        """Put the rows in chain order (a no-op when they are)."""
+        rows = self.row
+        if all(a < b for a, b in pairwise(rows)):
+            return
+        order = sorted(range(len(rows)), key=rows.__getitem__)
+        for name in _CHANGE_FIELDS:
+            column = getattr(self, name)
+            setattr(self, name, [column[i] for i in order])
 
     def __len__(self) -> int:
         return len(self.row)
 
 
+_CHANGE_FIELDS = tuple(f.name for f in fields(ChangeColumns))
 _OPTIONAL = {"index_token": None, "size_delta_tokens": None, "size_after_tokens": None,
              "collateral_delta_tokens": None, "collateral_after_tokens": None,
              "index_decimals": None, "collateral_decimals": None}

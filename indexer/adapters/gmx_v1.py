@@ -16,7 +16,9 @@ the Vault's own ``UpdatePosition`` / ``ClosePosition`` values, never recomputed.
 
 from __future__ import annotations
 
-from indexer.adapters.base import AdapterContext, EventRow, event_rows
+from typing import Any
+
+from indexer.adapters.base import AdapterContext
 from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
 
 ROLES = ("vault",)
@@ -35,60 +37,93 @@ def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
     return sorted({meta.tx_hash[r] for r in rows})
 
 
+#: Position events in the order of their codes below: opens (0, 1), then closes (2, 3).
+_PAIRED = ("IncreasePosition", "DecreasePosition", "UpdatePosition", "ClosePosition")
+
+
 def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterOutput:
+    """Column by column: funding and liquidations are copied over whole; an Increase/Decrease
+    is paired with the Update/ClosePosition of its key in its transaction in one pass over the
+    events in chain order, then the pairs become columns."""
     changes, funding, rejected = ChangeColumns(), FundingColumns(), []
+    for cols in decoded.events.get("UpdateFundingRate", []):
+        funding.row += cols.rows
+        funding.market += cols.fields["token"]
+        funding.rate += cols.fields["fundingRate"]
+    for cols in decoded.events.get("LiquidatePosition", []):
+        f, n = cols.fields, len(cols.rows)
+        changes.extend(
+            row=cols.rows, position_key=f["key"], account=f["account"], market=f["indexToken"],
+            index_token=f["indexToken"], collateral_token=f["collateralToken"],
+            is_long=f["isLong"], kind=["liquidation"] * n, size_delta=[-v for v in f["size"]],
+            collateral_delta=[-v for v in f["collateral"]], size_after=[0] * n,
+            collateral_after=[0] * n, price=f["markPrice"], fee=[0] * n,
+            realized_pnl=f["realisedPnl"], entry_price=[0] * n)
+
+    events: list[tuple[int, int, dict[str, list[Any]], int]] = []
+    for code, name in enumerate(_PAIRED):
+        for cols in decoded.events.get(name, []):
+            f = cols.fields
+            events += [(row, code, f, i) for i, row in enumerate(cols.rows)]
+    events.sort(key=lambda e: e[0])
+    tx_hash = meta.tx_hash
     #: (tx, key) -> the Increase/DecreasePosition waiting for its Update/ClosePosition.
-    pending: dict[tuple[str, str], EventRow] = {}
-    for row, name, f in event_rows(decoded, EVENTS):
-        tx = meta.tx_hash[row]
-        if name == "UpdateFundingRate":
-            funding.row.append(row)
-            funding.market.append(f["token"])
-            funding.rate.append(f["fundingRate"])
-        elif name in ("IncreasePosition", "DecreasePosition"):
-            previous = pending.pop((tx, f["key"]), None)
+    pending: dict[tuple[str, str], tuple[int, int, dict[str, list[Any]], int]] = {}
+    opens: list[tuple[int, int, dict[str, list[Any]], int]] = []
+    states: list[tuple[dict[str, list[Any]], int]] = []
+    kinds: list[str] = []
+    for event in events:
+        row, code, f, i = event
+        tx = tx_hash[row]
+        k = (tx, f["key"][i])
+        if code < 2:
+            previous = pending.pop(k, None)
             if previous is not None:
-                rejected.append((previous[0], (f"{previous[1]} without UpdatePosition/"
+                rejected.append((previous[0], (f"{_PAIRED[previous[1]]} without UpdatePosition/"
                                                "ClosePosition before the next change of its key")))
-            pending[(tx, f["key"])] = (row, name, f)
-        elif name == "LiquidatePosition":
-            changes.append(
-                row=row, position_key=f["key"], account=f["account"], market=f["indexToken"],
-                index_token=f["indexToken"],
-                collateral_token=f["collateralToken"], is_long=f["isLong"], kind="liquidation",
-                size_delta=-f["size"], collateral_delta=-f["collateral"], size_after=0,
-                collateral_after=0, price=f["markPrice"], fee=0, realized_pnl=f["realisedPnl"],
-                entry_price=0)
-        else:  # UpdatePosition / ClosePosition: the state after the pending change
-            opening = pending.pop((tx, f["key"]), None)
-            if opening is None:
-                rejected.append((row, (f"{name} without a preceding Increase/DecreasePosition "
-                                       "of the same key in its transaction")))
-                continue
-            o_row, o_name, o = opening
-            closing = name == "ClosePosition"
-            if closing and o_name != "DecreasePosition":
+            pending[k] = event
+            continue
+        opening = pending.pop(k, None)
+        if opening is None:
+            rejected.append((row, (f"{_PAIRED[code]} without a preceding Increase/DecreasePosition "
+                                   "of the same key in its transaction")))
+            continue
+        if code == 3:  # ClosePosition
+            if opening[1] != 1:
                 rejected.append((row, "ClosePosition after IncreasePosition"))
                 continue
-            if closing:
-                tx_obj = ctx.transactions.get(tx)
-                if tx_obj is None:
-                    rejected.append((row, f"transaction {tx} of a full close was not fetched"))
-                    continue
-                by_vault = (tx_obj.get("input") or "")[:10].lower() == LIQUIDATE_SELECTOR
-                kind = "liquidation" if by_vault else "close"
-            else:
-                kind = "increase" if o_name == "IncreasePosition" else "decrease"
-            sign = 1 if o_name == "IncreasePosition" else -1
-            changes.append(
-                row=o_row, position_key=o["key"], account=o["account"], market=o["indexToken"],
-                index_token=o["indexToken"],
-                collateral_token=o["collateralToken"], is_long=o["isLong"], kind=kind,
-                size_delta=sign * o["sizeDelta"], collateral_delta=sign * o["collateralDelta"],
-                size_after=0 if closing else f["size"],
-                collateral_after=0 if closing else f["collateral"],
-                price=o["price"], fee=o["fee"], realized_pnl=f["realisedPnl"],
-                entry_price=0 if closing else f["averagePrice"])
-    for o_row, o_name, _ in pending.values():
-        rejected.append((o_row, f"{o_name} without UpdatePosition/ClosePosition in its transaction"))
+            tx_obj = ctx.transactions.get(tx)
+            if tx_obj is None:
+                rejected.append((row, f"transaction {tx} of a full close was not fetched"))
+                continue
+            by_vault = (tx_obj.get("input") or "")[:10].lower() == LIQUIDATE_SELECTOR
+            kinds.append("liquidation" if by_vault else "close")
+        else:
+            kinds.append("increase" if opening[1] == 0 else "decrease")
+        opens.append(opening)
+        states.append((f, i))
+    for o_row, o_code, _, _ in pending.values():
+        rejected.append((o_row, (f"{_PAIRED[o_code]} without UpdatePosition/ClosePosition in "
+                                 "its transaction")))
+
+    def opened(name: str) -> list[Any]:
+        return [f[name][i] for _, _, f, i in opens]
+
+    def after(name: str) -> list[Any]:
+        return [f[name][i] for f, i in states]
+
+    open_ = [k in ("increase", "decrease") for k in kinds]
+    sign = [1 if code == 0 else -1 for _, code, _, _ in opens]
+    market = opened("indexToken")
+    changes.extend(
+        row=[o[0] for o in opens], position_key=opened("key"), account=opened("account"),
+        market=market, index_token=market, collateral_token=opened("collateralToken"),
+        is_long=opened("isLong"), kind=kinds,
+        size_delta=[s * v for s, v in zip(sign, opened("sizeDelta"), strict=True)],
+        collateral_delta=[s * v for s, v in zip(sign, opened("collateralDelta"), strict=True)],
+        size_after=[v if o else 0 for o, v in zip(open_, after("size"), strict=True)],
+        collateral_after=[v if o else 0 for o, v in zip(open_, after("collateral"), strict=True)],
+        price=opened("price"), fee=opened("fee"), realized_pnl=after("realisedPnl"),
+        entry_price=[v if o else 0 for o, v in zip(open_, after("averagePrice"), strict=True)])
+    changes.sort_by_row()
     return AdapterOutput(changes, funding, sorted(rejected))
