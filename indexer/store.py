@@ -45,6 +45,35 @@ def to_decimal18(raw: int, decimals: int) -> str | None:
     return f"{sign}{q // 10**18}.{q % 10**18:018d}"
 
 
+_DECIMAL18 = pa.decimal128(38, 18)
+
+
+def decimal18_array(values: list[int | None], decimals: int | list[int | None]
+                    ) -> tuple[pa.Array, list[int]]:
+    """``values / 10**decimals`` as an Arrow DECIMAL(38,18) column, exactly as
+    :func:`to_decimal18` (truncated toward zero), but in bulk: each value is scaled to an integer
+    count of 1e-18 and the Arrow array of those integers is reinterpreted with scale 18 (no
+    strings, no Decimal objects). ``decimals`` is one scale or one per value (None: unknown).
+
+    Returns the column (NULL for None and for values that do not fit) and the indexes of the
+    values that do not fit DECIMAL(38,18)."""
+    per_row = isinstance(decimals, list)
+    if not per_row and decimals >= 18:
+        div = 10 ** (decimals - 18)
+        q = [None if v is None else (v // div if v >= 0 else -(-v // div)) for v in values]
+    elif not per_row:
+        mul = 10 ** (18 - decimals)
+        q = [None if v is None else v * mul for v in values]
+    else:
+        q = [None if v is None or d is None else
+             (v * 10 ** (18 - d) if d < 18 else v // 10 ** (d - 18) if v >= 0
+              else -(-v // 10 ** (d - 18))) for v, d in zip(values, decimals, strict=True)]
+    bad = [i for i, v in enumerate(q) if v is not None and not -_DEC_LIMIT < v < _DEC_LIMIT]
+    for i in bad:
+        q[i] = None
+    return pa.array(q, pa.decimal128(38, 0)).view(_DECIMAL18), bad
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     source: str
@@ -85,22 +114,6 @@ _TOKEN_COLUMNS = ("size_delta_tokens", "size_after_tokens", "collateral_delta_to
 _PLAIN_COLUMNS = ("block_number", "block_time", "tx_hash", "log_index", "position_key", "account",
                   "market", "collateral_token", "is_long", "kind", "index_token", "index_decimals",
                   "collateral_decimals")
-#: SQL twins of :func:`to_decimal18` over decimal strings, so the conversion runs in DuckDB's
-#: vectorised engine instead of once per value in Python. ``_digits18(s, d)``: the digits of
-#: |s| / 10^(d - 18) truncated, without leading zeros ('' for 0).
-_DECIMAL_MACROS = """
-CREATE OR REPLACE TEMP MACRO _digits18(s, d) AS ltrim(CASE WHEN d >= 18
-    THEN left(ltrim(s, '-'), greatest(length(ltrim(s, '-')) - (d - 18), 0))
-    ELSE ltrim(s, '-') || repeat('0', 18 - d) END, '0');
-CREATE OR REPLACE TEMP MACRO fits18(s, d) AS
-    s IS NULL OR d IS NULL OR length(_digits18(s, d)) <= 38;
-CREATE OR REPLACE TEMP MACRO dec18(s, d) AS CASE WHEN s IS NULL OR d IS NULL
-    OR length(_digits18(s, d)) > 38 THEN NULL ELSE CAST(
-    (CASE WHEN s[1] = '-' AND _digits18(s, d) <> '' THEN '-' ELSE '' END)
-    || (CASE WHEN length(_digits18(s, d)) > 18
-             THEN left(_digits18(s, d), length(_digits18(s, d)) - 18) ELSE '0' END)
-    || '.' || lpad(right(_digits18(s, d), 18), 18, '0') AS DECIMAL(38,18)) END;
-"""
 #: Tables holding rows of a source keyed by block_number (deleted on replay and rollback).
 _RANGE_TABLES = ("position_changes", "funding_updates", "quarantine", "markets",
                  "protocol_open_interest")
@@ -158,7 +171,6 @@ class Store:
         if not read_only:
             self.con.execute(_sql("schema.sql"))
             self.con.execute(_sql("views.sql"))
-            self.con.execute(_DECIMAL_MACROS)
 
     def close(self) -> None:
         self.con.close()
@@ -244,21 +256,12 @@ class Store:
         Returns the number of ledger rows written. Rows whose amounts do not fit DECIMAL(38,18)
         go to the quarantine with the reason instead of failing the range.
         """
-        changes = self._changes_table(rows)
+        changes, overflow = self._changes_table(rows)
+        quarantine = list(rows.quarantine) + overflow
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
             written = 0
-            quarantine = list(rows.quarantine)
-            if changes.num_rows:
-                con.register("batch_changes", changes)
-                quarantine += [
-                    (b, tx, i, None, None, None,
-                     f"{kind} of {key}: an amount does not fit DECIMAL(38,18) USD")
-                    for b, tx, i, kind, key in con.execute(
-                        "SELECT block_number, tx_hash, log_index, kind, position_key FROM "
-                        f"batch_changes WHERE NOT ({self._fits_sql()}) ORDER BY block_number, "
-                        "log_index", {"usd_decimals": rows.usd_decimals}).fetchall()]
             replaced = con.execute(
                 "SELECT DISTINCT position_key FROM position_changes "
                 "WHERE source = ? AND block_number BETWEEN ? AND ?", [rows.source, lo, hi]).fetchall()
@@ -266,6 +269,7 @@ class Store:
                 con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number BETWEEN ? AND ?",
                             [rows.source, lo, hi])
             if changes.num_rows:
+                con.register("batch_changes", changes)
                 (written,) = con.execute(self._insert_changes_sql(), {
                     "chain_id": rows.chain_id, "protocol": rows.protocol, "source": rows.source,
                     "usd_decimals": rows.usd_decimals}).fetchone()
@@ -300,41 +304,48 @@ class Store:
             raise
         return int(written)
 
-    def _changes_table(self, rows: RangeRows) -> pa.Table:
-        """The ledger rows as one Arrow table: amounts as decimal strings (exact; the SQL turns
-        them into BIGNUM and DECIMAL(38,18), see ``_DECIMAL_MACROS``)."""
+    def _changes_table(self, rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
+        """The ledger rows as one Arrow table (USD and token amounts as DECIMAL(38,18), raw
+        integers as decimal strings for BIGNUM), and the quarantine rows of changes whose USD
+        amounts do not fit DECIMAL(38,18) (left out of the table)."""
         c = rows.changes
         n = len(c["position_key"])
-        data: dict[str, Any] = {}
-        for name in _PLAIN_COLUMNS:
-            data[name] = c[name] if name in c else [None] * n
-        for name in _USD_COLUMNS + _TOKEN_COLUMNS:
-            values = c.get(name)
-            data[name] = pa.array([None] * n if values is None else
-                                  [None if v is None else str(v) for v in values], pa.string())
-        return pa.table(data)
+        none = [None] * n
+        data: dict[str, Any] = {name: c.get(name, none) for name in _PLAIN_COLUMNS}
+        bad: set[int] = set()
+        for name in _USD_COLUMNS:
+            data[f"{name}_usd"], overflow = decimal18_array(c[name], rows.usd_decimals)
+            bad.update(overflow)
+        for name, dec in (("size_after_tokens", "index_decimals"),
+                          ("collateral_after_tokens", "collateral_decimals")):
+            # whole tokens; NULL when decimals are unknown or it does not fit (raw kept)
+            data[name] = decimal18_array(c.get(name, none), c.get(dec, none))[0]
+        for name in _RAW_COLUMNS + _TOKEN_COLUMNS:
+            values = c.get(name, none)
+            data[f"{name}_raw"] = pa.array([None if v is None else str(v) for v in values],
+                                           pa.string())
+        table = pa.table(data)
+        if not bad:
+            return table, []
+        overflow = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
+                     (f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
+                      "DECIMAL(38,18) USD")) for i in sorted(bad)]
+        return table.filter(pa.array([i not in bad for i in range(n)])), overflow
 
     @staticmethod
-    def _fits_sql() -> str:
-        """True for a staged row whose every USD amount fits DECIMAL(38,18) (token amounts that
-        do not are stored NULL, their raw value kept)."""
-        return " AND ".join(f"fits18({n}, $usd_decimals)" for n in _USD_COLUMNS)
-
-    @classmethod
-    def _insert_changes_sql(cls) -> str:
-        usd = ", ".join(f"dec18({n}, $usd_decimals) AS {n}_usd" for n in _USD_COLUMNS)
-        raw = ", ".join(f"CAST({n} AS BIGNUM) AS {n}_raw" for n in _RAW_COLUMNS + _TOKEN_COLUMNS)
+    def _insert_changes_sql() -> str:
+        raw = ", ".join(f"CAST({n}_raw AS BIGNUM) AS {n}_raw" for n in _RAW_COLUMNS + _TOKEN_COLUMNS)
         return (
             "INSERT INTO position_changes BY NAME SELECT $chain_id AS chain_id, "
             "$protocol AS protocol, $source AS source, block_number, "
             "CASE WHEN block_time >= 0 THEN make_timestamp(block_time * 1000000) END AS block_time,"
             " tx_hash, log_index, position_key, account, market, collateral_token, is_long, kind, "
-            f"{usd}, {raw}, $usd_decimals AS usd_decimals, index_token, "
+            f"{', '.join(f'{n}_usd' for n in _USD_COLUMNS)}, {raw}, "
+            "$usd_decimals AS usd_decimals, index_token, "
             "CAST(index_decimals AS TINYINT) AS index_decimals, "
             "CAST(collateral_decimals AS TINYINT) AS collateral_decimals, "
-            "dec18(size_after_tokens, index_decimals) AS size_after_tokens, "
-            "dec18(collateral_after_tokens, collateral_decimals) AS collateral_after_tokens "
-            f"FROM batch_changes WHERE {cls._fits_sql()} ORDER BY block_number, log_index"
+            "size_after_tokens, collateral_after_tokens "
+            "FROM batch_changes ORDER BY block_number, log_index"
         )
 
     def _insert_funding(self, rows: RangeRows) -> None:
@@ -366,8 +377,9 @@ class Store:
         if not oi or not oi["market"]:
             return
         data = dict(oi)
-        data["next_value_usd"] = [to_decimal18(v, rows.usd_decimals) if u == "usd" else None
-                                  for v, u in zip(oi["next_value"], oi["unit"], strict=True)]
+        data["next_value_usd"] = decimal18_array(
+            [v if u == "usd" else None for v, u in zip(oi["next_value"], oi["unit"], strict=True)],
+            rows.usd_decimals)[0]
         data["delta"] = [str(v) for v in oi["delta"]]
         data["next_value"] = [str(v) for v in oi["next_value"]]
         self.con.register("batch_oi", pa.table(data))

@@ -11,7 +11,7 @@ from web3 import Web3
 
 from indexer.abi import decode_logs, load_abi_dir, topic_of
 from indexer.rpc import as_logs, parse_range_error
-from indexer.store import Store, to_decimal18
+from indexer.store import decimal18_array, to_decimal18
 from tests.conftest import ROOT, logs_of
 
 ABI = load_abi_dir(ROOT / "abis" / "gmx_v1")
@@ -122,9 +122,10 @@ def test_exact_usd_normalisation(raw, decimals, text):
     assert to_decimal18(raw, decimals) == text
 
 
-def test_the_stores_sql_decimal_conversion_equals_the_python_one(tmp_path):
-    """The ledger's DECIMAL(38,18) columns are computed in DuckDB from decimal strings; they
-    must equal :func:`to_decimal18` digit for digit, truncation, sign and overflow included."""
+def test_the_stores_bulk_decimal_conversion_equals_the_python_one():
+    """The ledger's DECIMAL(38,18) columns are built in bulk (scaled integers reinterpreted as
+    Arrow decimals); they must equal :func:`to_decimal18` digit for digit, truncation, sign,
+    unknown decimals and overflow included."""
     rng = random.Random(7)
     cases = [(10**30, 30), (-(123456789 * 10**24), 30), (1, 30), (-1, 30), (0, 30), (0, 6),
              (2**256 - 1, 30), (-(2**255), 30), (10**50 - 1, 30), (10**50, 30), (5, 6),
@@ -133,16 +134,14 @@ def test_the_stores_sql_decimal_conversion_equals_the_python_one(tmp_path):
         d = rng.choice([0, 6, 8, 18, 30, 36])
         raw = rng.randint(0, 10 ** rng.randint(0, 60))
         cases.append((raw if rng.random() < 0.5 else -raw, d))
-    store = Store(tmp_path / "x.duckdb")
-    try:
-        got = store.con.execute(
-            "SELECT dec18(s, d)::VARCHAR, fits18(s, d) FROM (SELECT unnest($s) AS s, "
-            "unnest($d) AS d)", {"s": [str(r) for r, _ in cases],
-                                 "d": [d for _, d in cases]}).fetchall()
-    finally:
-        store.close()
-    for (raw, d), (text, fits) in zip(cases, got, strict=True):
-        want = to_decimal18(raw, d)
-        assert fits == (want is not None), (raw, d)
-        assert (None if text is None else Decimal(text)) == \
-            (None if want is None else Decimal(want)), (raw, d, text, want)
+    values = [r for r, _ in cases] + [None, 5]
+    scales = [d for _, d in cases] + [30, None]
+    per_row, bad = decimal18_array(values, scales)
+    want = [to_decimal18(r, d) for r, d in cases] + [None, None]
+    assert bad == [i for i, w in enumerate(want[:-2]) if w is None]
+    assert per_row.to_pylist() == [None if w is None else Decimal(w) for w in want]
+    for d in (30, 6, 18):  # one scale for the whole column
+        got, bad = decimal18_array([r for r, _ in cases], d)
+        want = [to_decimal18(r, d) for r, _ in cases]
+        assert bad == [i for i, w in enumerate(want) if w is None]
+        assert got.to_pylist() == [None if w is None else Decimal(w) for w in want]
