@@ -420,13 +420,7 @@ class Rpc:
         dropped as it arrives and raises :class:`AnswerTooLarge` (a RangeTooLarge: the scanner
         splits the range); one block's answer is always read whole."""
         flt = {"address": list(addresses), "topics": topics, "fromBlock": hex(lo), "toBlock": hex(hi)}
-        try:
-            result = self.call("eth_getLogs", [flt], _decode_logs_reply,
-                               max_bytes if hi > lo else None)
-        except AnswerTooLarge as e:
-            blocks = hi - lo + 1
-            e.suggested = max(1, blocks * e.limit // e.size if e.complete else blocks // 2)
-            raise
+        result = self.call("eth_getLogs", [flt], _decode_logs_reply, max_bytes if hi > lo else None)
         if not isinstance(result, list):
             raise RpcError("eth_getLogs", None, f"expected a list of logs, got {type(result).__name__}")
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from indexer.errors import RangeTooLarge
+from indexer.errors import AnswerTooLarge, RangeTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +17,12 @@ FIRST_SIZE = 10
 #: takes (a GMX v1 log is about 1 KB, a GMX v2 EventLog about 11 KB of JSON), whatever the chain's
 #: density. The pipeline derives it from ``max_memory_mb``.
 MAX_BYTES = 100_000_000
+
+
+def fitting(blocks: int, size: int, budget: int) -> int:
+    """Blocks of a range like one of ``blocks`` blocks that answered ``size`` bytes that should
+    answer well under ``budget`` (70 % of it: density varies from block to block)."""
+    return max(1, blocks * budget * 7 // (size * 10))
 
 
 @dataclass(slots=True)
@@ -45,7 +51,10 @@ class RangeSizer:
         if tried <= 1:
             raise RangeTooLarge(f"{error} (even a single block is refused; raise the provider's "
                                 "result cap or use another endpoint)")
-        new = error.suggested if error.suggested and error.suggested < tried else tried // 2
+        if isinstance(error, AnswerTooLarge) and error.complete:
+            new = fitting(tried, error.size, error.limit)
+        else:
+            new = error.suggested if error.suggested and error.suggested < tried else tried // 2
         self.size = max(1, new)
         self._streak = 0
         logger.info("getLogs range shrunk to %d blocks: %s", self.size, error)
@@ -53,7 +62,7 @@ class RangeSizer:
     def succeeded(self, blocks: int = 0, size: int = 0) -> None:
         """A request over ``blocks`` blocks returned logs of ``size`` bytes."""
         if size > self.max_bytes and blocks > 1:
-            self.size = max(1, min(self.size, blocks * self.max_bytes // size))
+            self.size = max(1, min(self.size, fitting(blocks, size, self.max_bytes)))
             self._streak = 0
             return
         self._streak += 1

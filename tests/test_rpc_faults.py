@@ -16,9 +16,10 @@ import time
 
 import pytest
 
+from indexer import pipeline
 from indexer import rpc as rpc_module
 from indexer.devnet.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
-from indexer.errors import RpcError
+from indexer.errors import AnswerTooLarge, RpcError
 from indexer.rpc import Rpc, is_rate_limit, parse_range_error
 from indexer.scanner import RangeSizer
 from tests.conftest import GMX_V1_VAULT as VAULT
@@ -127,6 +128,38 @@ def test_backfill_under_a_provider_range_cap_equals_a_clean_run(gmx_v1_clean, tm
     assert got == want and proxy.injected[f"cap_{provider}"] >= 1
 
 
+def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
+        gmx_v1_clean, tmp_path, monkeypatch):
+    """Whatever the range, no multi-block answer over the byte budget is kept: it is dropped
+    as it arrives and its range split (with three requests in flight), and the result equals
+    a clean run."""
+    node, want = gmx_v1_clean
+    budget = 40_000  # about 40 GMX v1 logs
+    monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: budget)
+    kept, dropped = [], []
+    real = Rpc.fetch_logs
+
+    def fetch_logs(self, addresses, topics, lo, hi, max_bytes=None):
+        try:
+            logs = real(self, addresses, topics, lo, hi, max_bytes)
+        except AnswerTooLarge as e:
+            dropped.append(e.size)
+            raise
+        kept.append((hi - lo + 1, max_bytes, len(logs), pipeline.log_bytes(logs)))
+        return logs
+
+    monkeypatch.setattr(Rpc, "fetch_logs", fetch_logs)
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000,
+                       requests_in_flight=3)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert dump(tmp_path / "db.duckdb") == want
+    assert dropped and all(size > budget for size in dropped)
+    assert all(m == budget for _, m, _, _ in kept)
+    # what was kept from several blocks fit the budget (the estimate is within 2x of the JSON)
+    assert all(est <= 2 * budget for blocks, _, _, est in kept if blocks > 1)
+    assert sum(n for _, _, n, _ in kept) > 10 * budget // 1000  # 10 budgets' worth of logs
+
+
 def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean, monkeypatch):
     node, _ = gmx_v1_clean
     monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
@@ -200,10 +233,11 @@ def test_dense_answers_shrink_the_range_so_memory_stays_bounded():
     assert sizer.size == 10  # a slow start, not 10,000 blocks at once
     sizer.size = 100
     sizer.succeeded(100, 80_000_000)  # 4x the bytes per request we aim below
-    assert sizer.size == 25
+    assert sizer.size == 17  # 70 % of the budget: density varies
     for _ in range(3):
-        sizer.succeeded(25, 5_000_000)
-    assert sizer.size == 50
+        sizer.succeeded(17, 5_000_000)
+    assert sizer.size == 34
+    sizer.size = 50
     for _ in range(3):
         sizer.succeeded(50, 15_000_000)  # more than half the target: no growth
     assert sizer.size == 50
