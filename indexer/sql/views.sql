@@ -61,7 +61,10 @@ WITH c AS (
            l - coalesce(lag(l) OVER k, 0) AS dl,
            s - coalesce(lag(s) OVER k, 0) AS ds
     FROM c
-    WINDOW k AS (PARTITION BY source, position_key ORDER BY block_number, log_index)
+    -- a key stays in one market, so partitioning by the market too changes nothing but lets
+    -- a filter on chain_id/protocol/market reach the ledger scan instead of running after it
+    WINDOW k AS (PARTITION BY chain_id, protocol, market, source, position_key
+                 ORDER BY block_number, log_index)
 ), h AS (
     SELECT chain_id, protocol, market, hour, max(block_number) AS last_block,
            sum(dl) AS dl, sum(ds) AS ds
