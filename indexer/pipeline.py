@@ -162,15 +162,10 @@ def log_bytes(logs: list[Log]) -> int:
     return sum(len(lg.data) for lg in logs) + 400 * len(logs)
 
 
-def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[Log]]:
-    """Fetch logs from ``lo`` up to at most ``limit``, as the sizer sizes the range, shrinking it
-    on provider caps and on answers over the byte budget.
-
-    Returns the end block actually covered (whole blocks only) and its logs, in chain order.
-    For adapters whose markets are contracts found at run time (``SCAN_MARKETS``), a market
-    announced inside the range is fetched too, from its announcement block to the range end.
-    """
-    addresses = plan.addresses
+def _request(plan: Plan, rpc: Rpc, addresses: list[str], lo: int, limit: int
+             ) -> tuple[int, list[Log]]:
+    """One eth_getLogs request from ``lo`` toward ``limit`` as the sizer sizes it, shrinking
+    on provider caps and on answers over the byte budget; returns (end covered, its logs)."""
     while True:
         hi = plan.sizer.end_for(lo, limit)
         try:
@@ -179,25 +174,28 @@ def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[Log
             plan.sizer.shrink(e, hi - lo + 1)
             continue
         plan.sizer.succeeded(hi - lo + 1, log_bytes(logs))
-        break
-    logs = _checked(logs, addresses, lo, hi)
+        return hi, _checked(logs, addresses, lo, hi)
+
+
+def fetch_logs(plan: Plan, rpc: Rpc, lo: int, limit: int) -> tuple[int, list[Log]]:
+    """Fetch logs from ``lo`` up to at most ``limit`` (see :func:`_request`).
+
+    Returns the end block actually covered (whole blocks only) and its logs, in chain order.
+    For adapters whose markets are contracts found at run time (``SCAN_MARKETS``), a market
+    announced inside the range is fetched too, from its announcement block to the range end.
+    """
+    hi, logs = _request(plan, rpc, plan.addresses, lo, limit)
     if plan.scans_markets:
         logs = _add_new_markets(plan, rpc, logs, hi)
     return hi, _chain_order(logs)
 
 
 def _fetch_span(plan: Plan, rpc: Rpc, addresses: list[str], lo: int, hi: int) -> list[Log]:
-    """All logs of ``addresses`` in exactly [lo, hi], shrinking the requests on provider caps."""
+    """All logs of ``addresses`` in exactly [lo, hi], in as many requests as it takes."""
     out: list[Log] = []
     while lo <= hi:
-        end = plan.sizer.end_for(lo, hi)
-        try:
-            logs = rpc.fetch_logs(addresses, plan.topics, lo, end, plan.response_bytes)
-        except RangeTooLarge as e:
-            plan.sizer.shrink(e, end - lo + 1)
-            continue
-        plan.sizer.succeeded(end - lo + 1, log_bytes(logs))
-        out += _checked(logs, addresses, lo, end)
+        end, logs = _request(plan, rpc, addresses, lo, hi)
+        out += logs
         lo = end + 1
     return out
 
