@@ -34,7 +34,8 @@ _DEC_LIMIT = 10**38  # DECIMAL(38, 18) holds |x| < 1e20 USD
 def to_decimal18(raw: int, decimals: int) -> str | None:
     """``raw / 10**decimals`` as an exact decimal string with 18 decimals, truncated toward
     zero (the digits past 1e-18 USD are kept in the *_raw columns). None when it does not fit
-    DECIMAL(38,18)."""
+    DECIMAL(38,18). The one-value reference of :func:`decimal18_array`, which the store uses;
+    the tests hold the two equal and read stored amounts back with this one."""
     if decimals >= 18:
         q = abs(raw) // 10 ** (decimals - 18)
     else:
@@ -45,7 +46,8 @@ def to_decimal18(raw: int, decimals: int) -> str | None:
     return f"{sign}{q // 10**18}.{q % 10**18:018d}"
 
 
-_DECIMAL18 = pa.decimal128(38, 18)
+#: Integer counts of 1e-18, and the same bits read as DECIMAL(38,18).
+_SCALED18, _DECIMAL18 = pa.decimal128(38, 0), pa.decimal128(38, 18)
 
 
 def decimal18_array(values: list[int | None], decimals: int | list[int | None]
@@ -71,7 +73,7 @@ def decimal18_array(values: list[int | None], decimals: int | list[int | None]
     bad = [i for i, v in enumerate(q) if v is not None and not -_DEC_LIMIT < v < _DEC_LIMIT]
     for i in bad:
         q[i] = None
-    return pa.array(q, pa.decimal128(38, 0)).view(_DECIMAL18), bad
+    return pa.array(q, _SCALED18).view(_DECIMAL18), bad
 
 
 @dataclass(frozen=True, slots=True)
