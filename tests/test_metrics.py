@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+import pytest
+
 from indexer.store import RangeRows, Store
 
 
@@ -79,9 +81,10 @@ def test_views_match_direct_computation(tmp_path):
         store.close()
 
 
-def test_history_follows_flips_and_closes(tmp_path):
-    """Positions flipping long <-> short and closing: OI per market at the end of every hour of
-    ``oi_history`` equals a direct replay of the signed sizes (and ``oi_at_block`` there)."""
+def flips_and_closes() -> tuple[dict[str, list], dict[tuple[str, int], tuple[int, int]]]:
+    """Ledger columns of 12 keys flipping long <-> short and closing over 120 blocks (one change
+    a block, 20 minutes apart), and the true (long, short) OI per (market, hour) from a direct
+    replay of the signed sizes."""
     rng = random.Random(9)
     cols: dict[str, list] = {k: [] for k in make_rows(rng, 1).changes}
     signed: dict[str, int] = {}
@@ -108,19 +111,78 @@ def test_history_follows_flips_and_closes(tmp_path):
         for m in ("0xa", "0xb"):
             sizes = [s for k, s in signed.items() if (int(k, 16) % 2 == 1) == (m == "0xa")]
             truth[(m, hour)] = (sum(s for s in sizes if s > 0), -sum(s for s in sizes if s < 0))
+    return cols, truth
+
+
+def rows_between(cols: dict[str, list], lo: int, hi: int) -> RangeRows:
+    keep = [i for i, b in enumerate(cols["block_number"]) if lo <= b <= hi]
+    return RangeRows(1, "perp_v2", "src", 30, {k: [v[i] for i in keep] for k, v in cols.items()},
+                     {"block_number": [], "block_time": [], "log_index": [], "market": [],
+                      "rate": []}, [], [])
+
+
+def assert_history(store: Store, truth: dict[tuple[str, int], tuple[int, int]]) -> None:
+    _, hist = store.query("SELECT market, epoch(hour)::BIGINT // 3600, long_oi_usd, "
+                          "short_oi_usd, last_block FROM oi_history")
+    assert len(hist) > 30
+    for market, hour, long_usd, short_usd, last_block in hist:
+        want = truth[(market, hour)]
+        assert (long_usd, short_usd) == (Decimal(want[0]) / 10**30, Decimal(want[1]) / 10**30)
+        _, at = store.query("SELECT long_oi_usd, short_oi_usd FROM oi_at_block(?) "
+                            "WHERE market = ?", [last_block, market])
+        assert at == [(long_usd, short_usd)]
+
+
+@pytest.mark.parametrize("ranges", [[(1, 200)], [(1, 17), (18, 40), (41, 90), (91, 200)]],
+                         ids=["one range", "four ranges"])
+def test_history_follows_flips_and_closes(tmp_path, ranges):
+    """Positions flipping long <-> short and closing: OI per market at the end of every hour of
+    ``oi_history`` equals a direct replay of the signed sizes (and ``oi_at_block`` there),
+    whether the ledger came in one range or in several (each range's deltas start from the
+    positions the previous ones left)."""
+    cols, truth = flips_and_closes()
     store = Store(tmp_path / "h.duckdb")
     try:
-        store.commit_range(RangeRows(1, "perp_v2", "src", 30, cols, {
-            "block_number": [], "block_time": [], "log_index": [], "market": [], "rate": []},
-            [], []), 1, 200, "0xhash", 1)
-        _, hist = store.query("SELECT market, epoch(hour)::BIGINT // 3600, long_oi_usd, "
-                              "short_oi_usd, last_block FROM oi_history")
-        assert len(hist) > 30
-        for market, hour, long_usd, short_usd, last_block in hist:
-            want = truth[(market, hour)]
-            assert (long_usd, short_usd) == (Decimal(want[0]) / 10**30, Decimal(want[1]) / 10**30)
-            _, at = store.query("SELECT long_oi_usd, short_oi_usd FROM oi_at_block(?) "
-                                "WHERE market = ?", [last_block, market])
-            assert at == [(long_usd, short_usd)]
+        for lo, hi in ranges:
+            store.commit_range(rows_between(cols, lo, hi), lo, hi, "0xhash", 1)
+        assert_history(store, truth)
+    finally:
+        store.close()
+
+
+def test_history_survives_replays_rollbacks_and_old_databases(tmp_path):
+    """The stored OI deltas stay exact when a middle range is replayed (once with other rows,
+    then with the right ones), after a rollback and its replay, and are computed for a database
+    whose ledger has none (written by an earlier version)."""
+    cols, truth = flips_and_closes()
+    path = tmp_path / "h.duckdb"
+    store = Store(path)
+    try:
+        for lo, hi in ((1, 50), (51, 120)):
+            store.commit_range(rows_between(cols, lo, hi), lo, hi, "0xhash", 1)
+        # a replay of 30..60 that first loses its rows, then gets them back
+        store.commit_range(rows_between(cols, 0, -1), 30, 60, "0xhash", 1)
+        # without those rows, the later rows' deltas still add up to the positions left
+        _, at = store.query("SELECT market, long_oi_usd, short_oi_usd FROM oi_at_block(200) "
+                            "WHERE long_oi_usd + short_oi_usd > 0 ORDER BY market")
+        _, oi = store.query("SELECT market, long_oi_usd, short_oi_usd FROM open_interest "
+                            "WHERE total_oi_usd > 0 ORDER BY market")
+        assert at == oi and at
+        store.commit_range(rows_between(cols, 30, 60), 30, 60, "0xhash", 1)
+        assert_history(store, truth)
+        store.con.execute("INSERT INTO blocks VALUES (1, 70, '0x70', '0x69', 0)")
+        store.rollback_chain(1, 70, "0x70")
+        store.commit_range(rows_between(cols, 71, 120), 71, 120, "0xhash", 1)
+        assert_history(store, truth)
+        store.con.execute("UPDATE position_changes SET long_oi_delta_usd = NULL, "
+                          "short_oi_delta_usd = NULL")
+    finally:
+        store.close()
+    store = Store(path)
+    try:
+        (missing,) = store.query("SELECT count(*) FROM position_changes "
+                                 "WHERE long_oi_delta_usd IS NULL")[1][0]
+        assert missing == 0
+        assert_history(store, truth)
     finally:
         store.close()

@@ -173,3 +173,8 @@ ALTER TABLE markets ALTER COLUMN index_token DROP NOT NULL;
 ALTER TABLE markets ALTER COLUMN long_token DROP NOT NULL;
 ALTER TABLE markets ALTER COLUMN short_token DROP NOT NULL;
 ALTER TABLE markets ADD COLUMN IF NOT EXISTS name VARCHAR;
+-- each change's contribution to its market's open interest, per side: size after minus the key's
+-- size after on that side before it (sums over any prefix of the ledger are exact OI there);
+-- databases of earlier versions get them computed when the writer opens them
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS long_oi_delta_usd DECIMAL(38,18);
+ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS short_oi_delta_usd DECIMAL(38,18);

@@ -1,17 +1,23 @@
 -- The analysts' SQL surface, derived from position_changes / positions. DOUBLE columns are
 -- conveniences (ratios); every amount stays DECIMAL(38,18) USD.
 
+-- Grouped by side first, then one row per market: counting distinct accounts once per group
+-- is half the time of two filtered distinct counts.
 CREATE OR REPLACE VIEW open_interest AS
-WITH s AS (
-    SELECT chain_id, protocol, market,
-           coalesce(sum(size_usd) FILTER (WHERE is_long), 0)::DECIMAL(38,18)     AS long_oi_usd,
-           coalesce(sum(size_usd) FILTER (WHERE NOT is_long), 0)::DECIMAL(38,18) AS short_oi_usd,
-           count(*) FILTER (WHERE is_long)                      AS long_positions,
-           count(*) FILTER (WHERE NOT is_long)                  AS short_positions,
-           count(DISTINCT account) FILTER (WHERE is_long)       AS long_accounts,
-           count(DISTINCT account) FILTER (WHERE NOT is_long)   AS short_accounts
+WITH g AS (
+    SELECT chain_id, protocol, market, is_long, sum(size_usd) AS oi, count(*) AS n,
+           count(DISTINCT account) AS accounts
     FROM positions WHERE status = 'open'
-    GROUP BY chain_id, protocol, market
+    GROUP BY chain_id, protocol, market, is_long
+), s AS (
+    SELECT chain_id, protocol, market,
+           coalesce(sum(oi) FILTER (WHERE is_long), 0)::DECIMAL(38,18)         AS long_oi_usd,
+           coalesce(sum(oi) FILTER (WHERE NOT is_long), 0)::DECIMAL(38,18)     AS short_oi_usd,
+           coalesce(sum(n) FILTER (WHERE is_long), 0)::BIGINT                  AS long_positions,
+           coalesce(sum(n) FILTER (WHERE NOT is_long), 0)::BIGINT              AS short_positions,
+           coalesce(sum(accounts) FILTER (WHERE is_long), 0)::BIGINT           AS long_accounts,
+           coalesce(sum(accounts) FILTER (WHERE NOT is_long), 0)::BIGINT       AS short_accounts
+    FROM g GROUP BY chain_id, protocol, market
 )
 SELECT chain_id, protocol, market, long_oi_usd, short_oi_usd,
        (long_oi_usd + short_oi_usd)::DECIMAL(38,18) AS total_oi_usd,
@@ -46,29 +52,15 @@ SELECT chain_id, protocol, market,
 FROM ranked WHERE total > 0
 GROUP BY chain_id, protocol, market;
 
--- Open interest per market at the end of every hour in which it changed (UTC). Each change
--- contributes, per side, its size after minus the key's size after on that side before it, so a
--- position that flips from long to short in one trade leaves one side and enters the other.
+-- Open interest per market at the end of every hour in which it changed (UTC): the running sum
+-- of the ledger's stored per-change OI deltas (long_oi_delta_usd, short_oi_delta_usd).
 CREATE OR REPLACE VIEW oi_history AS
-WITH c AS (
-    SELECT chain_id, protocol, source, position_key, market, block_number, log_index,
-           date_trunc('hour', block_time) AS hour,
-           CASE WHEN is_long THEN size_after_usd ELSE 0 END AS l,
-           CASE WHEN is_long THEN 0 ELSE size_after_usd END AS s
+WITH h AS (
+    SELECT chain_id, protocol, market, date_trunc('hour', block_time) AS hour,
+           max(block_number) AS last_block,
+           sum(long_oi_delta_usd) AS dl, sum(short_oi_delta_usd) AS ds
     FROM position_changes
-), d AS (
-    SELECT chain_id, protocol, market, hour, block_number,
-           l - coalesce(lag(l) OVER k, 0) AS dl,
-           s - coalesce(lag(s) OVER k, 0) AS ds
-    FROM c
-    -- a key stays in one market, so partitioning by the market too changes nothing but lets
-    -- a filter on chain_id/protocol/market reach the ledger scan instead of running after it
-    WINDOW k AS (PARTITION BY chain_id, protocol, market, source, position_key
-                 ORDER BY block_number, log_index)
-), h AS (
-    SELECT chain_id, protocol, market, hour, max(block_number) AS last_block,
-           sum(dl) AS dl, sum(ds) AS ds
-    FROM d GROUP BY chain_id, protocol, market, hour
+    GROUP BY chain_id, protocol, market, hour
 )
 SELECT chain_id, protocol, market, hour, last_block,
        sum(dl) OVER w::DECIMAL(38,18) AS long_oi_usd,
@@ -79,14 +71,8 @@ WINDOW w AS (PARTITION BY chain_id, protocol, market ORDER BY hour);
 
 -- Open interest at any block: SELECT * FROM oi_at_block(12345) WHERE chain_id = 42161.
 CREATE OR REPLACE MACRO oi_at_block(b) AS TABLE
-WITH last AS (
-    SELECT chain_id, protocol, arg_max(market, o) AS market, arg_max(is_long, o) AS is_long,
-           arg_max(size_after_usd, o) AS size
-    FROM (SELECT *, block_number * 1000000 + log_index AS o FROM position_changes
-          WHERE block_number <= b)
-    GROUP BY chain_id, protocol, source, position_key
-)
 SELECT chain_id, protocol, market,
-       coalesce(sum(size) FILTER (WHERE is_long), 0)::DECIMAL(38,18)     AS long_oi_usd,
-       coalesce(sum(size) FILTER (WHERE NOT is_long), 0)::DECIMAL(38,18) AS short_oi_usd
-FROM last GROUP BY chain_id, protocol, market;
+       coalesce(sum(long_oi_delta_usd), 0)::DECIMAL(38,18)  AS long_oi_usd,
+       coalesce(sum(short_oi_delta_usd), 0)::DECIMAL(38,18) AS short_oi_usd
+FROM position_changes WHERE block_number <= b
+GROUP BY chain_id, protocol, market;
