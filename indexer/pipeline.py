@@ -408,6 +408,19 @@ def _check_against_headers(rpc: Rpc, logs: list[Log],
                          "range was fetched")
 
 
+@dataclass(slots=True)
+class Prepared:
+    """One range decoded and adapted, ready to commit (see :func:`prepare_range`)."""
+
+    lo: int
+    hi: int
+    rows: RangeRows
+    end: dict[str, Any]
+    logs: int
+    refetched: int
+    range_size: int
+
+
 def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start_block: int,
                   headers: dict[int, dict[str, Any]] | None = None,
                   fetched: Fetched | None = None) -> RangeResult:
@@ -419,6 +432,16 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
     fetched (see :func:`fetch_ahead`).
     """
     plan.refresh_markets(store)
+    return commit_prepared(store, prepare_range(plan, rpc, store, lo, limit, headers, fetched),
+                           start_block)
+
+
+def prepare_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int,
+                  headers: dict[int, dict[str, Any]] | None = None,
+                  fetched: Fetched | None = None) -> Prepared:
+    """Everything :func:`process_range` does before the commit. It reads the store only for
+    adapters with ``keys_needed`` (see :func:`reads_store`). Markets the range announces are
+    known to the plan from here on (later ranges are adapted with them)."""
     if fetched is not None:
         assert fetched.lo == lo and headers is None, (fetched.lo, lo)
         hi, logs, size = fetched.hi, fetched.logs, fetched.range_size
@@ -437,9 +460,20 @@ def process_range(plan: Plan, rpc: Rpc, store: Store, lo: int, limit: int, start
     else:
         end = fetched.end if fetched is not None else rpc.fetch_block(hi)
         rows.blocks = [(hi, end["hash"], end["parentHash"], int(end["timestamp"], 16))]
-    written = store.commit_range(rows, lo, hi, end["hash"], start_block)
     m = rows.markets or {}
-    for i, market in enumerate(m.get("market", [])):  # committed: later ranges may use them
+    for i, market in enumerate(m.get("market", [])):
         plan.markets[market] = (m["index_token"][i], m["long_token"][i], m["short_token"][i])
-    return RangeResult(lo, hi, len(logs), written, len(rows.quarantine), refetched, size,
-                       int(end["timestamp"], 16))
+    return Prepared(lo, hi, rows, end, len(logs), refetched, size)
+
+
+def reads_store(plan: Plan) -> bool:
+    """Whether :func:`prepare_range` reads the store (the state of positions before the range):
+    then a range can only be prepared once the one before it is committed."""
+    return getattr(plan.adapter, "keys_needed", None) is not None
+
+
+def commit_prepared(store: Store, p: Prepared, start_block: int) -> RangeResult:
+    """Commit a prepared range with its checkpoint (one transaction)."""
+    written = store.commit_range(p.rows, p.lo, p.hi, p.end["hash"], start_block)
+    return RangeResult(p.lo, p.hi, p.logs, written, len(p.rows.quarantine), p.refetched,
+                       p.range_size, int(p.end["timestamp"], 16))

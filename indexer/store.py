@@ -291,16 +291,24 @@ class Store:
         con.execute("BEGIN TRANSACTION")
         try:
             written = 0
-            replaced = {k for (k,) in con.execute(
-                "SELECT DISTINCT position_key FROM position_changes "
-                "WHERE source = ? AND block_number BETWEEN ? AND ?", [rows.source, lo, hi]).fetchall()}
-            # a replay (rows in or above the range): the keys' later rows depend on this range
-            replay = bool(replaced) or con.execute(
-                "SELECT count(*) > 0 FROM position_changes WHERE source = ? AND block_number > ?",
-                [rows.source, hi]).fetchone()[0]
-            for table in _RANGE_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number BETWEEN ? AND ?",
-                            [rows.source, lo, hi])
+            # every row of a source is at or below its checkpoint (rows are committed with it
+            # and a rollback rewinds it), so a range past the checkpoint has nothing to replace
+            # (fetchall: a result left unfinished would block register() below)
+            ((past,),) = con.execute("SELECT coalesce(max(block_number) < ?, true) FROM "
+                                     "checkpoints WHERE source = ?", [lo, rows.source]).fetchall()
+            replaced: set[str] = set()
+            replay = False
+            if not past:
+                replaced = {k for (k,) in con.execute(
+                    "SELECT DISTINCT position_key FROM position_changes WHERE source = ? AND "
+                    "block_number BETWEEN ? AND ?", [rows.source, lo, hi]).fetchall()}
+                # a replay (rows in or above the range): the keys' later rows depend on it
+                replay = bool(replaced) or con.execute(
+                    "SELECT count(*) > 0 FROM position_changes WHERE source = ? AND "
+                    "block_number > ?", [rows.source, hi]).fetchall()[0][0]
+                for table in _RANGE_TABLES:
+                    con.execute(f"DELETE FROM {table} WHERE source = ? AND block_number "
+                                "BETWEEN ? AND ?", [rows.source, lo, hi])
             if changes.num_rows:
                 con.register("batch_changes", changes)
                 # the touched keys as they were before the range: where their OI deltas start
@@ -310,9 +318,9 @@ class Store:
                     "CASE WHEN is_long THEN 0 ELSE size_usd END AS prev_s FROM positions "
                     "WHERE source = $source AND position_key IN "
                     "(SELECT position_key FROM batch_changes)", {"source": rows.source})
-                (written,) = con.execute(self._insert_changes_sql(), {
+                ((written,),) = con.execute(self._insert_changes_sql(), {
                     "chain_id": rows.chain_id, "protocol": rows.protocol, "source": rows.source,
-                    "usd_decimals": rows.usd_decimals}).fetchone()
+                    "usd_decimals": rows.usd_decimals}).fetchall()
                 con.unregister("batch_changes")
             self._insert_funding(rows)
             self._insert_markets(rows)
@@ -321,7 +329,10 @@ class Store:
                 con.executemany(
                     "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
                     [(rows.chain_id, rows.source, *q) for q in quarantine])
-            if rows.blocks:
+            if len(rows.blocks) == 1:
+                con.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
+                            [rows.chain_id, *rows.blocks[0]])
+            elif rows.blocks:
                 con.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
                                 [(rows.chain_id, *b) for b in rows.blocks])
             if replay:

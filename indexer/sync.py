@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing
 
 from indexer.errors import (
@@ -16,7 +17,15 @@ from indexer.errors import (
     RpcUnavailable,
 )
 from indexer.metrics import Metrics
-from indexer.pipeline import Plan, RangeResult, fetch_ahead, process_range
+from indexer.pipeline import (
+    Plan,
+    RangeResult,
+    commit_prepared,
+    fetch_ahead,
+    prepare_range,
+    process_range,
+    reads_store,
+)
 from indexer.reorg import find_ancestor
 from indexer.rpc import Rpc
 from indexer.store import Store
@@ -96,18 +105,38 @@ def resume_point(plan: Plan, store: Store, from_block: int | None, file: str) ->
 
 def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block: int,
                stop: threading.Event, on_range: OnRange | None = None) -> int:
-    """Index [lo, hi] range by range, committing each, while the next ranges are fetched;
-    returns the last block committed."""
+    """Index [lo, hi] range by range, committing each in order, while the next ranges are
+    fetched (threads, see :func:`fetch_ahead`) and, unless the adapter reads the store, while
+    the next one is decoded and adapted: the commit runs on a writer thread (DuckDB works
+    without the GIL), at most one range behind. Returns the last block committed."""
     done = lo - 1
     plan.refresh_markets(store)  # before fetching: stored markets are fetched addresses too
-    with closing(fetch_ahead(plan, rpc, lo, hi)) as ranges:
-        for fetched in ranges:
-            if stop.is_set():
-                break
-            result = process_range(plan, rpc, store, done + 1, hi, start_block, fetched=fetched)
-            done = result.hi
+    overlap = not reads_store(plan)
+    pending: Future[RangeResult] | None = None
+
+    def finish() -> None:
+        nonlocal pending
+        if pending is not None:
+            result, pending = pending.result(), None
             if on_range:
                 on_range(plan, result)
+
+    with closing(fetch_ahead(plan, rpc, lo, hi)) as ranges, \
+            ThreadPoolExecutor(1, thread_name_prefix="commit") as writer:
+        try:
+            for fetched in ranges:
+                if stop.is_set():
+                    break
+                if not overlap:
+                    finish()
+                prepared = prepare_range(plan, rpc, store, done + 1, hi, fetched=fetched)
+                finish()
+                pending = writer.submit(commit_prepared, store, prepared, start_block)
+                done = prepared.hi
+            finish()
+        finally:
+            if pending is not None:  # an error: let the commit under way end before leaving
+                wait([pending])
     return done
 
 

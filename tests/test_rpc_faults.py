@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -19,9 +20,10 @@ import pytest
 from indexer import pipeline
 from indexer import rpc as rpc_module
 from indexer.devnet.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
-from indexer.errors import AnswerTooLarge, RpcError
+from indexer.errors import AnswerTooLarge, RpcError, StoreError
 from indexer.rpc import Rpc, is_rate_limit, parse_range_error
 from indexer.scanner import RangeSizer
+from indexer.store import Store
 from tests.conftest import GMX_V1_VAULT as VAULT
 from tests.conftest import dump, run_cli, write_config
 
@@ -241,3 +243,35 @@ def test_dense_answers_shrink_the_range_so_memory_stays_bounded():
     for _ in range(3):
         sizer.succeeded(50, 15_000_000)  # more than half the target: no growth
     assert sizer.size == 50
+
+
+def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_nothing(
+        gmx_v1_clean, tmp_path, monkeypatch):
+    """Ranges are committed on a writer thread while the next one is decoded: a commit that
+    fails there stops the backfill with its error (exit 1), the ranges committed before it stay
+    with their checkpoint, and the next run ends equal to the clean run."""
+    node, want = gmx_v1_clean
+    real = Store.commit_range
+    calls = []
+
+    def failing(self, rows, lo, hi, hi_hash, start_block):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 3:
+            raise StoreError("disk full (injected)")
+        return real(self, rows, lo, hi, hi_hash, start_block)
+
+    monkeypatch.setattr(Store, "commit_range", failing)
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=50)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 1
+    assert len(calls) == 3 and all(name.startswith("commit") for name in calls)
+    store = Store(tmp_path / "db.duckdb", read_only=True)
+    try:
+        (checkpoint,) = store.query("SELECT block_number FROM checkpoints")[1][0]
+        (above,) = store.query("SELECT count(*) FROM position_changes WHERE block_number > ?",
+                               [checkpoint])[1][0]
+    finally:
+        store.close()
+    assert 0 < checkpoint and above == 0
+    monkeypatch.setattr(Store, "commit_range", real)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert dump(tmp_path / "db.duckdb") == want
