@@ -283,7 +283,7 @@ def _decode_eventlog(ev: EventDef, logs: Sequence[Log], rows: list[int],
     out = [cols.fields[n] for n in data_names]
     out_topics = [cols.fields[n] for n in idx_inputs]
     n_topics = 1 + len(idx_inputs)
-    decode = eventdata.decode_payload
+    decode = eventdata.decode_hex
     for r in rows:
         log = logs[r]
         tps = log.topics
@@ -291,13 +291,13 @@ def _decode_eventlog(ev: EventDef, logs: Sequence[Log], rows: list[int],
             failures.append((r, f"{ev.name}: {len(tps)} topics, {ev.signature} needs {n_topics}"))
             continue
         try:
-            raw = bytes.fromhex(log.data[2:])
-        except ValueError as e:
-            failures.append((r, f"{ev.name}: data is not hex ({e})"))
-            continue
-        try:
-            values: tuple[Any, ...] = decode(raw)
+            values: tuple[Any, ...] = decode(log.data)
         except ValueError:
+            try:
+                raw = bytes.fromhex(log.data[2:])
+            except ValueError as e:
+                failures.append((r, f"{ev.name}: data is not hex ({e})"))
+                continue
             try:
                 sender, name, eld = eth_abi.decode(list(eventdata.DATA_TYPES), raw, strict=True)
                 values = (sender.lower(), name, eventdata.from_reference(eld))

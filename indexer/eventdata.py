@@ -107,6 +107,23 @@ def decode_payload(data: bytes) -> tuple[str, str, EventData]:
     return result
 
 
+def decode_hex(data: str) -> tuple[str, str, EventData]:
+    """:func:`decode_payload` of a log's ``data`` as the node sends it (``0x`` + hex).
+
+    A payload of a learnt layout is read straight from the hex: its structure compared with
+    the template's as text, its values converted from their hex digits, so the 11 KB of a GMX
+    v2 position event are never turned into bytes. Anything else (another layout, upper-case
+    or invalid hex) goes through ``bytes.fromhex`` and :func:`decode_payload`. Raises
+    ValueError like it, and on data that is not hex."""
+    for template in _HEX_TEMPLATES.get(len(data), ()):
+        result = template(data)
+        if result is not None:
+            return result
+    if data[:2] != "0x":
+        raise ValueError("data does not start with 0x")
+    return decode_payload(bytes.fromhex(data[2:]))
+
+
 class _Template:
     __slots__ = ("build", "pattern")
 
@@ -117,6 +134,8 @@ class _Template:
 
 #: data length -> templates (at most _MAX_TEMPLATES in all).
 _TEMPLATES: dict[int, list[_Template]] = {}
+#: length of the 0x hex text -> the same templates as functions hex -> result or None.
+_HEX_TEMPLATES: dict[int, list[Any]] = {}
 _MAX_TEMPLATES = 2000
 _template_count = 0
 #: Regex of one static value word per reader kind (address and bool enforce their padding).
@@ -125,6 +144,12 @@ _VALUE_RE = {0: rb"\x00{12}(.{20})", 1: rb"(.{32})", 2: rb"(.{32})", 3: rb"\x00{
 #: Python expression turning the matched bytes ``v[i]`` into the value, per reader kind.
 _VALUE_EXPR = {0: "'0x' + v[{i}].hex()", 1: "fb(v[{i}], 'big')",
                2: "sgn(fb(v[{i}], 'big'))", 3: "v[{i}] == b'\\x01'", 4: "'0x' + v[{i}].hex()"}
+#: The same from ``vb``, the bytes of all value digits of a hex payload, the value at ``o``.
+_PACKED_EXPR = {0: "'0x' + vb[{o}:{o} + 20].hex()", 1: "fb(vb[{o}:{o} + 32], 'big')",
+                2: "sgn(fb(vb[{o}:{o} + 32], 'big'))", 3: "vb[{o}] == 1",
+                4: "'0x' + vb[{o}:{o} + 32].hex()"}
+#: Bytes of a value word that hold the value (the rest is padding that must be zero).
+_VALUE_BYTES = {0: (12, 32), 1: (0, 32), 2: (0, 32), 3: (31, 32), 4: (0, 32)}
 
 
 def _signed(v: int) -> int:
@@ -166,20 +191,56 @@ def _learn(data: bytes, result: tuple[str, str, EventData],
     # builder source: dict literals in the walk's own key order
     where: dict[tuple[int, str | None, int], int] = {
         (g, k, j): i for i, (_, g, k, j) in enumerate(slots)}
-    _, name, ev = result
-    groups_src = []
-    for g, (items, arrays) in enumerate(ev.groups()):
-        expr = _VALUE_EXPR[g] if g < 5 else ""
-        item_src = ", ".join(f"{k!r}: " + expr.format(i=where[(g, k, -1)]) for k in items)
-        array_src = ", ".join(
-            f"{k!r}: [" + ", ".join(expr.format(i=where[(g, k, j)]) for j in range(len(vs))) + "]"
-            for k, vs in arrays.items())
-        groups_src.append(f"({{{item_src}}}, {{{array_src}}})")
-    src = (f"def build(v):\n    return ({_VALUE_EXPR[0].format(i=where[(-1, None, -1)])}, "
-           f"{name!r}, EventData([{', '.join(groups_src)}]))\n")
-    namespace = {"fb": int.from_bytes, "sgn": _signed, "EventData": EventData}
+
+    def result_src(value: Any) -> str:
+        """``(sender, name, EventData(...))`` with ``value(i)`` the source of slot i's value."""
+        _, name, ev = result
+        groups_src = []
+        for g, (items, arrays) in enumerate(ev.groups()):
+            item_src = ", ".join(f"{k!r}: " + value(where[(g, k, -1)]) for k in items)
+            array_src = ", ".join(
+                f"{k!r}: [" + ", ".join(value(where[(g, k, j)]) for j in range(len(vs))) + "]"
+                for k, vs in arrays.items())
+            groups_src.append(f"({{{item_src}}}, {{{array_src}}})")
+        return (f"({value(where[(-1, None, -1)])}, {name!r}, "
+                f"EventData([{', '.join(groups_src)}]))")
+
+    # the hex form: value digits at fixed places, everything else literal text
+    kinds = [max(g, 0) for _, g, _, _ in slots]
+    digits = [(2 + 2 * (pos + _VALUE_BYTES[k][0]), 2 + 2 * (pos + _VALUE_BYTES[k][1]))
+              for (pos, _, _, _), k in zip(slots, kinds, strict=True)]
+    literal, prev_end = [], 0
+    for a, b in digits:
+        literal.append((prev_end, a))
+        prev_end = b
+    literal.append((prev_end, 2 + 2 * len(data)))
+    text = "0x" + data.hex()
+    # value i's bytes start at packed[i] in the bytes of all value digits, joined
+    packed, size = [], 0
+    for k in kinds:
+        packed.append(size)
+        size += _VALUE_BYTES[k][1] - _VALUE_BYTES[k][0]
+
+    def joined(spans: list[tuple[int, int]]) -> str:
+        return "''.join((" + "".join(f"h[{a}:{b}], " for a, b in spans) + "))"
+
+    src = (f"def build(v):\n    return {result_src(lambda i: _VALUE_EXPR[kinds[i]].format(i=i))}\n"
+           f"def build_hex(h):\n    sw = h.startswith\n"
+           # compared in place, segment by segment (a copy of 10 KB costs more than reading)
+           f"    if not ({' and '.join(f'sw({text[a:b]!r}, {a})' for a, b in literal if b > a)}):"
+           f"\n        return None\n"
+           f"    try:\n        vb = fromhex({joined(digits)})\n"
+           f"    except ValueError:\n        return None\n"
+           # fromhex skips whitespace: the values must be exactly their digits
+           f"    if len(vb) != {size}:\n        return None\n"
+           + "".join(f"    if vb[{packed[i]}] > 1:\n        return None\n"
+                     for i, k in enumerate(kinds) if k == 3)
+           + f"    return {result_src(lambda i: _PACKED_EXPR[kinds[i]].format(o=packed[i]))}\n")
+    namespace = {"fb": int.from_bytes, "sgn": _signed, "EventData": EventData,
+                 "fromhex": bytes.fromhex}
     exec(compile(src, "<eventdata template>", "exec"), namespace)  # noqa: S102 - literals via repr
     _TEMPLATES.setdefault(len(data), []).append(_Template(pattern, namespace["build"]))
+    _HEX_TEMPLATES.setdefault(len(text), []).append(namespace["build_hex"])
     _template_count += 1
 
 

@@ -12,7 +12,14 @@ import pytest
 from indexer import eventdata
 from indexer.abi import decode_logs, keccak, load_abi_dir
 from indexer.config import REPO_ROOT
-from indexer.eventdata import DATA_TYPES, EventData, decode_payload, from_reference, to_reference
+from indexer.eventdata import (
+    DATA_TYPES,
+    EventData,
+    decode_hex,
+    decode_payload,
+    from_reference,
+    to_reference,
+)
 from indexer.rpc import as_logs
 
 ABI = load_abi_dir(REPO_ROOT / "abis" / "gmx_v2")
@@ -73,6 +80,9 @@ def test_random_payloads_decode_exactly_as_eth_abi() -> None:
         # twice: the first walks the words (and may learn a template), the second may use it
         assert decode_payload(data) == want, i
         assert decode_payload(data) == want, i
+        # and from the hex text, read through the hex template, and upper-case (not one)
+        assert decode_hex("0x" + data.hex()) == want, i
+        assert decode_hex("0x" + data.hex().upper()) == want, i
         for g, (items, arrays) in enumerate(ev.groups()):
             seen_groups[g] += bool(items) + bool(arrays)
     assert all(n > 50 for n in seen_groups)  # every item type, as items and as arrays
@@ -88,6 +98,7 @@ def test_template_reuse_with_other_values_and_all_empty() -> None:
         ev = EventData(groups)
         data = encode("0x" + "11" * 20, "Same", ev)
         assert decode_payload(data) == reference(data) == ("0x" + "11" * 20, "Same", ev)
+        assert decode_hex("0x" + data.hex()) == reference(data)
     empty = EventData([({}, {})] * 7)
     data = encode("0x" + "00" * 20, "", empty)
     assert decode_payload(data) == reference(data)
@@ -122,6 +133,8 @@ def test_malformed_payloads_are_refused_like_eth_abi() -> None:
     for what, data in bad_cases.items():
         with pytest.raises(ValueError):
             decode_payload(data)
+        with pytest.raises(ValueError):
+            decode_hex("0x" + data.hex())
         with pytest.raises(Exception):  # noqa: B017 - eth_abi has many error types
             eth_abi.decode(list(DATA_TYPES), data, strict=True)
         assert what
@@ -156,7 +169,7 @@ def test_decode_logs_uses_the_fast_path_and_quarantines_bad_logs(monkeypatch) ->
     def refuse(_: bytes) -> None:
         raise ValueError("not handled here")
 
-    monkeypatch.setattr(eventdata, "decode_payload", refuse)
+    monkeypatch.setattr(eventdata, "decode_hex", refuse)
     again = decode_logs(as_logs([good, short]), ABI)
     assert again.events["EventLog1"][0].fields["eventData"] == [ev]
     assert [r for r, _ in again.failures] == [1]
@@ -187,3 +200,45 @@ def test_non_canonical_overlap_never_becomes_a_template() -> None:
             decode_payload(p2)
     else:
         assert decode_payload(p2) == want
+
+
+def test_hex_templates_accept_exactly_what_the_bytes_decoder_does(monkeypatch) -> None:
+    """A learnt layout read straight from the hex text: other values decode exactly; text that
+    is not the lower-case hex of such a payload (upper case, a non-hex digit, a '0x' or '_'
+    that int() would accept inside a number, a bool of 2, address padding) is either decoded
+    exactly like its bytes or refused, never misread."""
+    ev = EventData([({"a": "0x" + "22" * 20}, {}), ({"u": 0x5EED, "v": 7}, {}), ({"i": -3}, {}),
+                    ({"flag": True}, {}), ({"k": "0x" + "ab" * 32}, {}), ({}, {}), ({}, {})])
+    good = encode("0x" + "33" * 20, "PositionIncrease", ev)
+    decode_payload(good)  # learn the layout
+    text = "0x" + good.hex()
+    assert decode_hex(text) == reference(good)
+    u_at = 2 + 2 * good.index((0x5EED).to_bytes(32, "big"))  # hex position of u's value word
+    other = EventData([({"a": "0x" + "44" * 20}, {}), ({"u": 2**256 - 1, "v": 0}, {}),
+                       ({"i": -(2**255)}, {}), ({"flag": False}, {}),
+                       ({"k": "0x" + "cd" * 32}, {}), ({}, {}), ({}, {})])
+    data = encode("0x" + "55" * 20, "PositionIncrease", other)
+    with monkeypatch.context() as m:  # read from the hex alone, not through the bytes
+        m.setattr(eventdata, "decode_payload", None)
+        assert decode_hex("0x" + data.hex()) == reference(data) == ("0x" + "55" * 20,
+                                                                    "PositionIncrease", other)
+    cases = {
+        "upper case": text.upper().replace("0X", "0x", 1),
+        "upper-case value": text[:u_at] + "F" * 64 + text[u_at + 64:],
+        "non-hex digit": text[:u_at] + "g" + text[u_at + 1:],
+        "0x inside a number": text[:u_at] + "0x" + text[u_at + 2:],
+        "underscore in a number": text[:u_at + 10] + "_" + text[u_at + 11:],
+        "sign in a number": text[:u_at] + "+" + text[u_at + 1:],
+    }
+    flag_at = 2 + 2 * (good.index(b"flag") + 32 - 64 - 32)  # key "flag", back to its value
+    assert text[flag_at:flag_at + 64] == "0" * 63 + "1"
+    cases["bool of 2"] = text[:flag_at] + "0" * 63 + "2" + text[flag_at + 64:]
+    cases["address padding"] = "0x01" + text[4:]
+    for what, hexdata in cases.items():
+        try:
+            want = reference(bytes.fromhex(hexdata[2:]))
+        except Exception:  # noqa: BLE001 - not hex, or eth_abi refuses it: so must we
+            with pytest.raises(ValueError):
+                decode_hex(hexdata)
+        else:
+            assert decode_hex(hexdata) == want, what
