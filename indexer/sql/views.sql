@@ -1,14 +1,17 @@
 -- The analysts' SQL surface, derived from position_changes / positions. DOUBLE columns are
 -- conveniences (ratios); every amount stays DECIMAL(38,18) USD.
 
--- Grouped by side first, then one row per market: counting distinct accounts once per group
--- is half the time of two filtered distinct counts.
+-- Grouped by side and account, then by side, then one row per market: about half the time of
+-- filtered distinct counts when accounts are few against positions (10M open positions of a
+-- few accounts: 103 ms against 209 ms), about the same when they are not.
 CREATE OR REPLACE VIEW open_interest AS
-WITH g AS (
-    SELECT chain_id, protocol, market, is_long, sum(size_usd) AS oi, count(*) AS n,
-           count(DISTINCT account) AS accounts
+WITH a AS (
+    SELECT chain_id, protocol, market, is_long, account, sum(size_usd) AS oi, count(*) AS n
     FROM positions WHERE status = 'open'
-    GROUP BY chain_id, protocol, market, is_long
+    GROUP BY chain_id, protocol, market, is_long, account
+), g AS (
+    SELECT chain_id, protocol, market, is_long, sum(oi) AS oi, sum(n) AS n, count(*) AS accounts
+    FROM a GROUP BY chain_id, protocol, market, is_long
 ), s AS (
     SELECT chain_id, protocol, market,
            coalesce(sum(oi) FILTER (WHERE is_long), 0)::DECIMAL(38,18)         AS long_oi_usd,
