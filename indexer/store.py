@@ -329,10 +329,7 @@ class Store:
                 con.executemany(
                     "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
                     [(rows.chain_id, rows.source, *q) for q in quarantine])
-            if len(rows.blocks) == 1:
-                con.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
-                            [rows.chain_id, *rows.blocks[0]])
-            elif rows.blocks:
+            if rows.blocks:
                 con.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
                                 [(rows.chain_id, *b) for b in rows.blocks])
             if replay:
