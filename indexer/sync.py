@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 
 from indexer.errors import (
@@ -121,22 +121,19 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
             if on_range:
                 on_range(plan, result)
 
+    # (on an error, leaving the executor waits for the commit under way)
     with closing(fetch_ahead(plan, rpc, lo, hi)) as ranges, \
             ThreadPoolExecutor(1, thread_name_prefix="commit") as writer:
-        try:
-            for fetched in ranges:
-                if stop.is_set():
-                    break
-                if not overlap:
-                    finish()
-                prepared = prepare_range(plan, rpc, store, done + 1, hi, fetched=fetched)
+        for fetched in ranges:
+            if stop.is_set():
+                break
+            if not overlap:
                 finish()
-                pending = writer.submit(commit_prepared, store, prepared, start_block)
-                done = prepared.hi
+            prepared = prepare_range(plan, rpc, store, done + 1, hi, fetched=fetched)
             finish()
-        finally:
-            if pending is not None:  # an error: let the commit under way end before leaving
-                wait([pending])
+            pending = writer.submit(commit_prepared, store, prepared, start_block)
+            done = prepared.hi
+        finish()
     return done
 
 
