@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, fields
 from itertools import pairwise
 from types import ModuleType
@@ -18,7 +20,7 @@ from indexer.bloom import may_match
 from indexer.config import ChainConfig, Config, ProtocolConfig
 from indexer.errors import AbiError, ChainMoved, RangeTooLarge, RpcError
 from indexer.rpc import Log, Rpc
-from indexer.scanner import MAX_BYTES, RangeSizer
+from indexer.scanner import MAX_BYTES, REQUEST_BYTES, RangeSizer
 from indexer.store import RangeRows, Store
 from indexer.types import LogMeta
 
@@ -49,11 +51,13 @@ class Plan:
     markets_generation: int = -1
     #: False once the node proved to have neither a finalized nor a safe block tag.
     finality_tags: bool = True
-    #: Bytes of logs one eth_getLogs answer should stay under (see :func:`response_budget`).
+    #: Bytes of logs one eth_getLogs answer may hold (a larger one is dropped and its range
+    #: split) and one range joins answers up to (see :func:`response_budget`).
     response_bytes: int = MAX_BYTES
 
     def __post_init__(self) -> None:
-        self.sizer = RangeSizer(self.chain.max_block_range, max_bytes=self.response_bytes)
+        self.sizer = RangeSizer(self.chain.max_block_range,
+                                max_bytes=min(self.response_bytes, REQUEST_BYTES))
         self.decimals.update({t.address: t.decimals for t in self.proto.tokens.values()})
         self.load_markets(None)
 
@@ -211,20 +215,68 @@ class Fetched:
     end: dict[str, Any]
     #: The sizer's block count when the range was planned.
     range_size: int
+    #: About the JSON size of ``logs`` (see :func:`log_bytes`).
+    size: int
 
 
 def _fetch_range(plan: Plan, rpc: Rpc, lo: int, limit: int) -> Fetched:
     size = plan.sizer.size
     hi, logs = fetch_logs(plan, rpc, lo, limit)
-    return Fetched(lo, hi, logs, rpc.fetch_block(hi), size)
+    return Fetched(lo, hi, logs, rpc.fetch_block(hi), size, log_bytes(logs))
 
 
-def fetch_ahead(plan: Plan, rpc: Rpc, lo: int, hi: int) -> Iterator[Fetched]:
+def fetch_ahead(plan: Plan, rpc: Rpc, lo: int, hi: int,
+                stop: threading.Event | None = None) -> Iterator[Fetched]:
     """The ranges covering [lo, hi] in order, each fetched while earlier ones are decoded and
     stored: up to ``requests_in_flight`` requests run on threads ahead of the consumer. At most
-    that many ranges wait, each bounded by the sizer's byte budget (backpressure, not an
-    unbounded queue). Adapters whose fetch depends on the ranges before it (``SCAN_MARKETS``:
-    a market found in one range is fetched in the next) fetch one range at a time."""
+    that many answers wait, each bounded by the byte budget (backpressure, not an unbounded
+    queue).
+
+    Consecutive answers are joined into one range of about ``response_bytes`` of logs (at most
+    ``JOIN_MAX`` answers, or fewer once ``stop`` is set): the sizer keeps answers small (see
+    ``scanner.REQUEST_BYTES``), a commit has a fixed cost. Adapters whose fetch depends on the
+    ranges before it (``SCAN_MARKETS``: a market found in one range is fetched in the next) fetch
+    one answer at a time, and each is a range."""
+    answers = _answers(plan, rpc, lo, hi)
+    if plan.scans_markets:
+        return answers
+    return _joined(answers, plan.response_bytes, stop)
+
+
+#: Answers joined into one range at most (see :func:`fetch_ahead`): bounds the blocks a range
+#: spans on a sparse chain, where every answer is light.
+JOIN_MAX = 8
+
+
+def _joined(answers: Iterator[Fetched], budget: int, stop: threading.Event | None
+            ) -> Iterator[Fetched]:
+    batch: list[Fetched] = []
+    size = 0
+    with closing(answers):
+        for fetched in answers:
+            batch.append(fetched)
+            size += fetched.size
+            if size * 10 >= budget * 7 or len(batch) >= JOIN_MAX or (stop and stop.is_set()):
+                yield _join(batch)
+                batch, size = [], 0
+        if batch:
+            yield _join(batch)
+
+
+def _join(batch: list[Fetched]) -> Fetched:
+    if len(batch) == 1:
+        return batch[0]
+    logs: list[Log] = []
+    for f in batch:
+        logs += f.logs
+    last = batch[-1]
+    return Fetched(batch[0].lo, last.hi, logs, last.end, last.range_size,
+                   sum(f.size for f in batch))
+
+
+def _answers(plan: Plan, rpc: Rpc, lo: int, hi: int) -> Iterator[Fetched]:
+    """The answers covering [lo, hi] in order, ``requests_in_flight`` of them fetched ahead
+    (one at a time for ``SCAN_MARKETS`` adapters)."""
     depth = 1 if plan.scans_markets else plan.chain.requests_in_flight
     if depth <= 1:
         while lo <= hi:

@@ -122,7 +122,7 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
                 on_range(plan, result)
 
     # (on an error, leaving the executor waits for the commit under way)
-    with closing(fetch_ahead(plan, rpc, lo, hi)) as ranges, \
+    with closing(fetch_ahead(plan, rpc, lo, hi, stop)) as ranges, \
             ThreadPoolExecutor(1, thread_name_prefix="commit") as writer:
         for fetched in ranges:
             if stop.is_set():

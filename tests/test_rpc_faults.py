@@ -162,6 +162,45 @@ def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
     assert sum(n for _, _, n, _ in kept) > 10 * budget // 1000  # 10 budgets' worth of logs
 
 
+def test_small_answers_are_joined_into_large_ranges_losing_nothing(
+        gmx_v1_clean, tmp_path, monkeypatch):
+    """The sizer aims each answer at REQUEST_BYTES, well under the byte budget, and consecutive
+    answers are joined into one committed range of about the budget: a node builds small
+    answers more cheaply, a commit has a fixed cost. The result equals a clean run."""
+    node, want = gmx_v1_clean
+    budget, request = 60_000, 12_000  # about 60 and 12 GMX v1 logs
+    monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: budget)
+    monkeypatch.setattr(pipeline, "REQUEST_BYTES", request)
+    answers, ranges = [], []
+    real_fetch, real_commit = Rpc.fetch_logs, Store.commit_range
+
+    def fetch_logs(self, addresses, topics, lo, hi, max_bytes=None):
+        logs = real_fetch(self, addresses, topics, lo, hi, max_bytes)
+        answers.append((lo, hi, pipeline.log_bytes(logs)))
+        return logs
+
+    def commit_range(self, rows, lo, hi, hi_hash, start_block):
+        ranges.append((lo, hi, len(rows.changes["block_number"])))
+        return real_commit(self, rows, lo, hi, hi_hash, start_block)
+
+    monkeypatch.setattr(Rpc, "fetch_logs", fetch_logs)
+    monkeypatch.setattr(Store, "commit_range", commit_range)
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000,
+                       requests_in_flight=2)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert dump(tmp_path / "db.duckdb") == want
+    # answers aim at the request size (density varies: some exceed it), never over the budget
+    sizes = sorted(size for _, _, size in answers if size)
+    assert len(sizes) > 20 and sizes[-1] <= budget and sizes[len(sizes) // 2] <= request
+    # ranges are contiguous, and many join several answers, up to JOIN_MAX
+    assert all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    per_range = [sum(1 for lo, hi, _ in answers if r_lo <= lo and hi <= r_hi)
+                 for r_lo, r_hi, _ in ranges]
+    assert max(per_range) <= pipeline.JOIN_MAX
+    assert sum(1 for n in per_range if n >= 2) >= len(ranges) // 2
+    assert len(ranges) < len(answers) // 2
+
+
 def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean, monkeypatch):
     node, _ = gmx_v1_clean
     monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
@@ -243,6 +282,9 @@ def test_dense_answers_shrink_the_range_so_memory_stays_bounded():
     for _ in range(3):
         sizer.succeeded(50, 15_000_000)  # more than half the target: no growth
     assert sizer.size == 50
+    # an answer dropped over the memory budget shrinks the range to the (smaller) target
+    sizer.shrink(AnswerTooLarge(200_000_000, 100_000_000, True), 50)
+    assert sizer.size == 3  # 50 blocks * 70 % of 20 MB / 200 MB
 
 
 def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_nothing(
