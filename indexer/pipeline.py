@@ -240,7 +240,7 @@ def fetch_ahead(plan: Plan, rpc: Rpc, lo: int, hi: int,
     answers = _answers(plan, rpc, lo, hi)
     if plan.scans_markets:
         return answers
-    return _joined(answers, plan.response_bytes, stop)
+    return _join_answers(answers, plan.response_bytes, stop)
 
 
 #: Answers joined into one range at most (see :func:`fetch_ahead`): bounds the blocks a range
@@ -248,7 +248,7 @@ def fetch_ahead(plan: Plan, rpc: Rpc, lo: int, hi: int,
 JOIN_MAX = 8
 
 
-def _joined(answers: Iterator[Fetched], budget: int, stop: threading.Event | None
+def _join_answers(answers: Iterator[Fetched], budget: int, stop: threading.Event | None
             ) -> Iterator[Fetched]:
     batch: list[Fetched] = []
     size = 0
@@ -257,13 +257,13 @@ def _joined(answers: Iterator[Fetched], budget: int, stop: threading.Event | Non
             batch.append(fetched)
             size += fetched.size
             if size * 10 >= budget * 7 or len(batch) >= JOIN_MAX or (stop and stop.is_set()):
-                yield _join(batch)
+                yield _merged(batch)
                 batch, size = [], 0
         if batch:
-            yield _join(batch)
+            yield _merged(batch)
 
 
-def _join(batch: list[Fetched]) -> Fetched:
+def _merged(batch: list[Fetched]) -> Fetched:
     if len(batch) == 1:
         return batch[0]
     logs: list[Log] = []

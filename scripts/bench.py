@@ -316,7 +316,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--per-block", type=int, default=2000, help="events per block")
-    ap.add_argument("--range", type=int, default=50, help="our max_block_range")
+    ap.add_argument("--range", type=int, default=8,
+                    help="our max_block_range (see the README: a node without a result cap)")
     ap.add_argument("--naive-events", type=int, default=60_000)
     ap.add_argument("--query-rows", type=int, default=10_000_000)
     ap.add_argument("--no-cryo", action="store_true")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -193,7 +194,7 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     sizes = sorted(size for _, _, size in answers if size)
     assert len(sizes) > 20 and sizes[-1] <= budget and sizes[len(sizes) // 2] <= request
     # ranges are contiguous, and many join several answers, up to JOIN_MAX
-    assert all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] + 1 == b[0] for a, b in pairwise(ranges))
     per_range = [sum(1 for lo, hi, _ in answers if r_lo <= lo and hi <= r_hi)
                  for r_lo, r_hi, _ in ranges]
     assert max(per_range) <= pipeline.JOIN_MAX
