@@ -249,7 +249,7 @@ JOIN_MAX = 8
 
 
 def _join_answers(answers: Iterator[Fetched], budget: int, stop: threading.Event | None
-            ) -> Iterator[Fetched]:
+                  ) -> Iterator[Fetched]:
     batch: list[Fetched] = []
     size = 0
     with closing(answers):

@@ -166,8 +166,8 @@ def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
 def test_small_answers_are_joined_into_large_ranges_losing_nothing(
         gmx_v1_clean, tmp_path, monkeypatch):
     """The sizer aims each answer at REQUEST_BYTES, well under the byte budget, and consecutive
-    answers are joined into one committed range of about the budget: a node builds small
-    answers more cheaply, a commit has a fixed cost. The result equals a clean run."""
+    answers are joined into one committed range of about the budget: small answers arrive
+    sooner and hold less memory, a commit has a fixed cost. The result equals a clean run."""
     node, want = gmx_v1_clean
     budget, request = 60_000, 12_000  # about 60 and 12 GMX v1 logs
     monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: budget)
