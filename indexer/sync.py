@@ -19,9 +19,11 @@ from indexer.errors import (
 from indexer.metrics import Metrics
 from indexer.pipeline import (
     Plan,
+    Prepared,
     RangeResult,
     commit_prepared,
     fetch_ahead,
+    merge_prepared,
     prepare_range,
     process_range,
     reads_store,
@@ -105,10 +107,12 @@ def resume_point(plan: Plan, store: Store, from_block: int | None, file: str) ->
 
 def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block: int,
                stop: threading.Event, on_range: OnRange | None = None) -> int:
-    """Index [lo, hi] range by range, committing each in order, while the next ranges are
-    fetched (threads, see :func:`fetch_ahead`) and, unless the adapter reads the store, while
-    the next one is decoded and adapted: the commit runs on a writer thread (DuckDB works
-    without the GIL), at most one range behind. Returns the last block committed."""
+    """Index [lo, hi] range by range, committing in order, while the next ranges are fetched
+    (threads, see :func:`fetch_ahead`) and, unless the adapter reads the store, while the next
+    one is decoded and adapted: the commit runs on a writer thread (DuckDB works without the
+    GIL), at most one range behind. Consecutive ranges are committed together until they hold
+    ``plan.commit_rows`` ledger rows (a commit has a fixed cost). Returns the last block
+    committed."""
     done = lo - 1
     plan.refresh_markets(store)  # before fetching: stored markets are fetched addresses too
     overlap = not reads_store(plan)
@@ -122,17 +126,37 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
                 on_range(plan, result)
 
     # (on an error, leaving the executor waits for the commit under way)
+    batch: list[Prepared] = []
+    rows = 0
+
+    def submit() -> None:
+        nonlocal pending, batch, rows
+        finish()
+        pending = writer.submit(commit_prepared, store, merge_prepared(batch), start_block)
+        batch, rows = [], 0
+
     with closing(fetch_ahead(plan, rpc, lo, hi, stop)) as ranges, \
             ThreadPoolExecutor(1, thread_name_prefix="commit") as writer:
-        for fetched in ranges:
-            if stop.is_set():
-                break
-            if not overlap:
+        try:
+            for fetched in ranges:
+                if stop.is_set():
+                    break
+                if not overlap:
+                    finish()
+                prepared = prepare_range(plan, rpc, store, done + 1, hi, fetched=fetched)
+                batch.append(prepared)
+                rows += len(prepared.rows.changes["block_number"])
+                done = prepared.hi
+                # a range that reads the store needs the one before it committed: never gathered
+                if not overlap or rows >= plan.commit_rows or stop.is_set():
+                    submit()
+        except BaseException:
+            if batch:  # what was prepared before the failure is committed, then it is raised
+                submit()
                 finish()
-            prepared = prepare_range(plan, rpc, store, done + 1, hi, fetched=fetched)
-            finish()
-            pending = writer.submit(commit_prepared, store, prepared, start_block)
-            done = prepared.hi
+            raise
+        if batch:
+            submit()
         finish()
     return done
 

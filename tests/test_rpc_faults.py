@@ -18,7 +18,7 @@ from itertools import pairwise
 
 import pytest
 
-from indexer import pipeline
+from indexer import pipeline, sync
 from indexer import rpc as rpc_module
 from indexer.devnet.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
 from indexer.errors import AnswerTooLarge, RpcError, StoreError
@@ -172,6 +172,7 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     budget, request = 60_000, 12_000  # about 60 and 12 GMX v1 logs
     monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: budget)
     monkeypatch.setattr(pipeline, "REQUEST_BYTES", request)
+    monkeypatch.setattr(pipeline, "COMMIT_ROWS", 1)  # each range committed alone
     answers, ranges = [], []
     real_fetch, real_commit = Rpc.fetch_logs, Store.commit_range
 
@@ -200,6 +201,43 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     assert max(per_range) <= pipeline.JOIN_MAX
     assert sum(1 for n in per_range if n >= 2) >= len(ranges) // 2
     assert len(ranges) < len(answers) // 2
+
+
+def test_small_ranges_are_committed_together_losing_nothing(
+        gmx_v1_clean, tmp_path, monkeypatch):
+    """Consecutive ranges are committed in one transaction until they hold COMMIT_ROWS ledger
+    rows (a commit has a fixed cost; a GMX v2 range of the byte budget holds few rows, its logs
+    being large). Commits stay contiguous, each but the last reaches the row target, and the
+    result equals a clean run."""
+    node, want = gmx_v1_clean
+    target = 40  # ledger rows a commit gathers (the recording holds 269)
+    monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: 20_000)
+    monkeypatch.setattr(pipeline, "COMMIT_ROWS", target)
+    prepared, commits = [], []
+    real_prepare, real_commit = sync.prepare_range, Store.commit_range
+
+    def prepare_range(*args, **kwargs):
+        p = real_prepare(*args, **kwargs)
+        prepared.append((p.lo, p.hi, len(p.rows.changes["block_number"])))
+        return p
+
+    def commit_range(self, rows, lo, hi, hi_hash, start_block):
+        commits.append((lo, hi, len(rows.changes["block_number"])))
+        return real_commit(self, rows, lo, hi, hi_hash, start_block)
+
+    monkeypatch.setattr(sync, "prepare_range", prepare_range)
+    monkeypatch.setattr(Store, "commit_range", commit_range)
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000)
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert dump(tmp_path / "db.duckdb") == want
+    assert all(a[1] + 1 == b[0] for a, b in pairwise(commits))
+    assert commits[0][0] == prepared[0][0] and commits[-1][1] == prepared[-1][1]
+    assert all(rows >= target for _, _, rows in commits[:-1])
+    # each commit is a run of whole prepared ranges, and most gather several
+    ends = {hi for _, hi, _ in prepared}
+    assert all(hi in ends for _, hi, _ in commits)
+    assert sum(rows for _, _, rows in commits) == sum(rows for _, _, rows in prepared) == 269
+    assert len(commits) < len(prepared) // 2
 
 
 def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean, monkeypatch):
@@ -294,6 +332,7 @@ def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_noth
     fails there stops the backfill with its error (exit 1), the ranges committed before it stay
     with their checkpoint, and the next run ends equal to the clean run."""
     node, want = gmx_v1_clean
+    monkeypatch.setattr(pipeline, "COMMIT_ROWS", 1)  # each range committed alone (as dense ones are)
     real = Store.commit_range
     calls = []
 
