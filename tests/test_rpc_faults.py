@@ -163,6 +163,19 @@ def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
     assert sum(n for _, _, n, _ in kept) > 10 * budget // 1000  # 10 budgets' worth of logs
 
 
+def _record_commits(monkeypatch) -> list[tuple[int, int, int]]:
+    """Every commit from here on, as (lo, hi, ledger rows), in the list returned."""
+    commits = []
+    real = Store.commit_range
+
+    def commit_range(self, rows, lo, hi, hi_hash, start_block):
+        commits.append((lo, hi, len(rows.changes["block_number"])))
+        return real(self, rows, lo, hi, hi_hash, start_block)
+
+    monkeypatch.setattr(Store, "commit_range", commit_range)
+    return commits
+
+
 def test_small_answers_are_joined_into_large_ranges_losing_nothing(
         gmx_v1_clean, tmp_path, monkeypatch):
     """The sizer aims each answer at REQUEST_BYTES, well under the byte budget, and consecutive
@@ -173,20 +186,16 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: budget)
     monkeypatch.setattr(pipeline, "REQUEST_BYTES", request)
     monkeypatch.setattr(pipeline, "COMMIT_ROWS", 1)  # each range committed alone
-    answers, ranges = [], []
-    real_fetch, real_commit = Rpc.fetch_logs, Store.commit_range
+    answers = []
+    real_fetch = Rpc.fetch_logs
 
     def fetch_logs(self, addresses, topics, lo, hi, max_bytes=None):
         logs = real_fetch(self, addresses, topics, lo, hi, max_bytes)
         answers.append((lo, hi, pipeline.log_bytes(logs)))
         return logs
 
-    def commit_range(self, rows, lo, hi, hi_hash, start_block):
-        ranges.append((lo, hi, len(rows.changes["block_number"])))
-        return real_commit(self, rows, lo, hi, hi_hash, start_block)
-
     monkeypatch.setattr(Rpc, "fetch_logs", fetch_logs)
-    monkeypatch.setattr(Store, "commit_range", commit_range)
+    ranges = _record_commits(monkeypatch)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000,
                        requests_in_flight=2)
     assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
@@ -213,20 +222,16 @@ def test_small_ranges_are_committed_together_losing_nothing(
     target = 40  # ledger rows a commit gathers (the recording holds 269)
     monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: 20_000)
     monkeypatch.setattr(pipeline, "COMMIT_ROWS", target)
-    prepared, commits = [], []
-    real_prepare, real_commit = sync.prepare_range, Store.commit_range
+    prepared = []
+    real_prepare = sync.prepare_range
 
     def prepare_range(*args, **kwargs):
         p = real_prepare(*args, **kwargs)
         prepared.append((p.lo, p.hi, len(p.rows.changes["block_number"])))
         return p
 
-    def commit_range(self, rows, lo, hi, hi_hash, start_block):
-        commits.append((lo, hi, len(rows.changes["block_number"])))
-        return real_commit(self, rows, lo, hi, hi_hash, start_block)
-
     monkeypatch.setattr(sync, "prepare_range", prepare_range)
-    monkeypatch.setattr(Store, "commit_range", commit_range)
+    commits = _record_commits(monkeypatch)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000)
     assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
     assert dump(tmp_path / "db.duckdb") == want
