@@ -93,11 +93,12 @@ class Plan:
 
 #: Ledger rows a commit aims at while catching up: consecutive prepared ranges with fewer are
 #: committed together (see :func:`merge_prepared`), for a commit has a fixed cost (measured on
-#: GMX v2 rows: 17 us a row committed 8,000 at a time, 12 us from 24,000 up). A GMX v2 range of
-#: the byte budget holds about 10,000 (its logs are large), a GMX v1 one about 50,000.
-COMMIT_ROWS = 40_000
-#: Memory the rows gathered for one commit take, in MB (measured: 2-2.5 KB a ledger row).
-COMMIT_MB = COMMIT_ROWS * 2_500 // 1_000_000
+#: GMX v2 rows: 17 us a row committed 8,000 at a time, 11-12 us from 24,000 up to 96,000). A
+#: GMX v2 range of the byte budget holds about 10,000 (its logs are large), a GMX v1 one 50,000.
+COMMIT_ROWS = 25_000
+#: Memory the rows gathered for one commit take, in MB (measured with tracemalloc: about 1 KB
+#: a ledger row of GMX v1 or v2 once its range is adapted; 1.2 KB counted).
+COMMIT_MB = COMMIT_ROWS * 1_200 // 1_000_000
 #: Share of ``max_memory_mb`` given to DuckDB's own memory limit (it spills to disk beyond).
 DUCKDB_SHARE = 4
 #: What Python, the libraries and the decoders' working set take besides the logs held, in MB.
