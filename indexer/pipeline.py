@@ -54,7 +54,8 @@ class Plan:
     #: Bytes of logs one eth_getLogs answer may hold (a larger one is dropped and its range
     #: split) and one range joins answers up to (see :func:`response_budget`).
     response_bytes: int = MAX_BYTES
-    #: Ledger rows a commit gathers while catching up (see :data:`COMMIT_ROWS`).
+    #: Ledger rows a commit gathers while catching up (see :data:`COMMIT_ROWS`; 0: each range
+    #: is committed alone).
     commit_rows: int = 0
 
     def __post_init__(self) -> None:
@@ -107,9 +108,9 @@ BASE_MB = 200
 
 def response_budget(max_memory_mb: int, in_flight: int) -> int:
     """Bytes of logs one getLogs answer may hold under the memory ceiling: what is left after
-    DuckDB's share, the base and the rows gathered for a commit is split over the answers held at once: those in flight, and
-    the one being decoded and stored, which counts four times (its JSON while it is parsed, the
-    logs, their decoded columns and the rows built from them)."""
+    DuckDB's share, the base and the rows gathered for a commit is split over the answers held
+    at once: those in flight, and the one being decoded and stored, which counts four times (its
+    JSON while it is parsed, the logs, their decoded columns and the rows built from them)."""
     left = max_memory_mb - max_memory_mb // DUCKDB_SHARE - BASE_MB - COMMIT_MB
     return max(left, 50) * 1_000_000 // (in_flight + 4)
 
@@ -547,17 +548,15 @@ def merge_prepared(batch: list[Prepared]) -> Prepared:
 
 
 def _concat(parts: list[dict[str, list[Any]] | None]) -> dict[str, list[Any]] | None:
-    """Column dicts joined row-wise (a column missing from some part is filled with None)."""
+    """Column dicts of the same columns joined row-wise (None: no rows)."""
     present = [p for p in parts if p is not None]
     if not present:
         return None
-    names = list(dict.fromkeys(k for p in present for k in p))
     out: dict[str, list[Any]] = {}
-    for name in names:
+    for name in present[0]:
         column: list[Any] = []
         for p in present:
-            n = len(next(iter(p.values()))) if p else 0
-            column += p.get(name, [None] * n)
+            column += p[name]
         out[name] = column
     return out
 

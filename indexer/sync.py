@@ -125,7 +125,6 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
             if on_range:
                 on_range(plan, result)
 
-    # (on an error, leaving the executor waits for the commit under way)
     batch: list[Prepared] = []
     rows = 0
 
@@ -135,6 +134,7 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
         pending = writer.submit(commit_prepared, store, merge_prepared(batch), start_block)
         batch, rows = [], 0
 
+    # (on an error, leaving the executor waits for the commit under way)
     with closing(fetch_ahead(plan, rpc, lo, hi, stop)) as ranges, \
             ThreadPoolExecutor(1, thread_name_prefix="commit") as writer:
         try:
