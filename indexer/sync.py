@@ -110,7 +110,7 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
     """Index [lo, hi] range by range, committing in order, while the next ranges are fetched
     (threads, see :func:`fetch_ahead`) and, unless the adapter reads the store, while the next
     one is decoded and adapted: the commit runs on a writer thread (DuckDB works without the
-    GIL), at most one range behind. Consecutive ranges are committed together until they hold
+    GIL), at most one commit behind. Consecutive ranges are committed together until they hold
     ``plan.commit_rows`` ledger rows (a commit has a fixed cost). Returns the last block
     committed."""
     done = lo - 1
@@ -126,13 +126,12 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
                 on_range(plan, result)
 
     batch: list[Prepared] = []
-    rows = 0
 
     def submit() -> None:
-        nonlocal pending, batch, rows
+        nonlocal pending, batch
         finish()
         pending = writer.submit(commit_prepared, store, merge_prepared(batch), start_block)
-        batch, rows = [], 0
+        batch = []
 
     # (on an error, leaving the executor waits for the commit under way)
     with closing(fetch_ahead(plan, rpc, lo, hi, stop)) as ranges, \
@@ -145,8 +144,8 @@ def run_ranges(plan: Plan, rpc: Rpc, store: Store, lo: int, hi: int, start_block
                     finish()
                 prepared = prepare_range(plan, rpc, store, done + 1, hi, fetched=fetched)
                 batch.append(prepared)
-                rows += len(prepared.rows.changes["block_number"])
                 done = prepared.hi
+                rows = sum(len(p.rows.changes["block_number"]) for p in batch)
                 # a range that reads the store needs the one before it committed: never gathered
                 if not overlap or rows >= plan.commit_rows or stop.is_set():
                     submit()
