@@ -15,7 +15,8 @@ Invariants:
 from __future__ import annotations
 
 import os
-import shutil
+import re
+import subprocess
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -173,8 +174,8 @@ class Store:
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise StoreError(
-                    f"{self.path}: the database is in use by another writing process (a running "
-                    "sync/backfill/demo); stop it first, or query its snapshot with "
+                    f"{self.path}: the database is in use by another writing process "
+                    f"({lock_holder(str(e))}); stop it first, or query its snapshot with "
                     "`perp-indexer query`") from None
             raise StoreError(f"{self.path}: cannot open database: {e}") from None
         self.read_only = read_only
@@ -548,13 +549,34 @@ class Store:
                          [chain_id, keep_above])
 
     def publish_snapshot(self, dest: Path) -> float:
-        """Copy a consistent image of the database to ``dest`` for readers; returns seconds."""
+        """Copy a consistent image of the database to ``dest`` for readers; returns seconds.
+
+        The copy runs in a child process. DuckDB's write lock is a POSIX record lock, which
+        belongs to the process: closing any descriptor of the file in this process, such as
+        one a copy opened by path, would drop it and let a second writer in."""
         started = time.monotonic()
         self.con.execute("CHECKPOINT")
         tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(self.path, tmp)
+        copy = subprocess.run(["cp", str(self.path), str(tmp)], capture_output=True, text=True)
+        if copy.returncode != 0:
+            raise StoreError(f"cannot publish the snapshot {dest}: {copy.stderr.strip()}")
         os.replace(tmp, dest)
         return time.monotonic() - started
+
+
+def lock_holder(message: str) -> str:
+    """The process holding a database, from DuckDB's lock error: ``PID 123: perp-indexer sync
+    --config x.yaml`` where the system shows its command line, else what DuckDB says."""
+    found = re.search(r"held in (.*?) \(PID (\d+)\)", message)
+    if not found:
+        return "see: " + message
+    program, pid = found.groups()
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        command = " ".join(a.decode(errors="replace") for a in argv if a)
+    except OSError:
+        command = program
+    return f"PID {pid}: {command or program}"
 
 
 def open_reader(database: Path, snapshot: Path) -> tuple[Store, str | None]:

@@ -1,0 +1,79 @@
+"""One writer per database: while a daemon writes, at any moment of its life (before and after
+it published snapshots and served reads), a second writer is refused with one line naming the
+holder, and the running daemon carries on untouched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from indexer.devnet.chain import free_port
+from tests.conftest import GMX_V1_VAULT as VAULT
+from tests.conftest import ROOT, dump, run_cli, start_sync, write_config
+
+pytestmark = pytest.mark.replay
+
+LAST = 1289  # the recording's last block
+
+
+def second_writer(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "indexer", *argv], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
+
+
+def assert_refused(daemon_pid: int, *argv: str) -> None:
+    done = second_writer(*argv)
+    assert done.returncode == 1, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "in use by another writing process" in lines[0], lines[0]
+    assert f"PID {daemon_pid}:" in lines[0] and "sync --config" in lines[0], lines[0]
+
+
+def test_a_second_writer_is_refused_while_the_daemon_lives(gmx_v1_clean, tmp_path,
+                                                           replay_factory, capsys):
+    _, want = gmx_v1_clean
+    assert want["checkpoints"][0][4] == LAST
+    node = replay_factory("--head", "200", "--grow-per-sec", "60")
+    port = free_port()
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=40,
+                       poll_interval=0.2, metrics_port=port)
+    snapshot = tmp_path / "db.snapshot.duckdb"
+    daemon = start_sync(cfg, "--until", str(LAST))
+    try:
+        # before any snapshot: the daemon holds the database from its start
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "db.duckdb").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert_refused(daemon.pid, "sync", "--config", str(cfg), "--once")
+
+        # after it published snapshots, answered /health and its snapshot served a query
+        seen: set[float] = set()
+        while len(seen) < 3 and time.monotonic() < deadline:
+            if snapshot.exists():
+                seen.add(snapshot.stat().st_mtime)
+            assert daemon.poll() is None
+            time.sleep(0.1)
+        assert len(seen) >= 3, "the daemon published fewer than three snapshots"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            assert r.status in (200, 503)
+        capsys.readouterr()
+        assert run_cli("query", "--config", str(cfg), "SELECT count(*) FROM positions") == 0
+        assert "snapshot" in capsys.readouterr().err
+        assert_refused(daemon.pid, "backfill", "--config", str(cfg), "--no-progress")
+        assert_refused(daemon.pid, "sync", "--config", str(cfg))
+        assert daemon.poll() is None
+
+        out, _ = daemon.communicate(timeout=300)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0, out
+    assert "Traceback" not in out
+    assert dump(tmp_path / "db.duckdb") == want
