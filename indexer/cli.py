@@ -36,12 +36,15 @@ from rich.table import Table
 from indexer import __version__
 from indexer.config import Config, load_config
 from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
+from indexer.backfill import backfill
+from indexer.chains.evm import EvmChain
+from indexer.daemon import sync
+from indexer.engine.ranges import BlockRange
+from indexer.engine.source import DUCKDB_SHARE, ScanState, build_source
 from indexer.metrics import Metrics, fetch_health, serve
-from indexer.pipeline import DUCKDB_SHARE, Plan, RangeResult, build_plan
 from indexer.reorg import ReorgTooDeep
 from indexer.rpc import Rpc
 from indexer.store import Store, open_reader
-from indexer.sync import backfill, sync
 
 logger = logging.getLogger("indexer")
 #: Exit code of a reorg deeper than the kept window (nothing written; see README).
@@ -77,18 +80,19 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def _rpcs(cfg: Config, plans: list[Plan]) -> dict[str, Rpc]:
-    out = {}
-    for plan in plans:
-        c = plan.chain
+def _chains(states: list[ScanState]) -> dict[str, EvmChain]:
+    out: dict[str, EvmChain] = {}
+    for state in states:
+        c = state.source.chain
         if c.name not in out:
-            out[c.name] = Rpc(c.rpc_urls, c.request_timeout, c.max_attempts)
+            out[c.name] = EvmChain.connect(c)
     return out
 
 
-def _plans(cfg: Config, only: str | None = None) -> list[Plan]:
-    protos = [cfg.protocol(only)] if only else list(cfg.protocols)
-    return [build_plan(cfg, p) for p in protos]
+def _states(cfg: Config, only: str | None = None) -> list[ScanState]:
+    """A fresh scan state of each source of the config (or of the one named ``only``)."""
+    entries = [cfg.protocol(only)] if only else list(cfg.protocols)
+    return [build_source(cfg, e).new_state() for e in entries]
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -96,8 +100,8 @@ def _plans(cfg: Config, only: str | None = None) -> list[Plan]:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    plans = _plans(cfg, args.protocol)
-    rpcs = _rpcs(cfg, plans)
+    states = _states(cfg, args.protocol)
+    chains = _chains(states)
     store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
     last_snapshot = [time.monotonic()]
     try:
@@ -106,18 +110,19 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 TextColumn("blocks  {task.fields[logs]} logs  {task.fields[rate]} logs/s"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 console=err, disable=args.no_progress) as progress:
-            for plan in plans:
-                task = progress.add_task(plan.proto.name, total=None, logs=0, rate="-")
+            for state in states:
+                name = state.source.name
+                task = progress.add_task(name, total=None, logs=0, rate="-")
                 started = time.monotonic()
                 totals = {"logs": 0, "changes": 0, "quarantined": 0}
 
                 def on_plan(lo: int, hi: int, task: Any = task) -> None:
                     progress.update(task, total=max(hi - lo + 1, 0), completed=0)
 
-                def on_range(plan: Plan, r: RangeResult, task: Any = task,
+                def on_range(state: ScanState, r: BlockRange, task: Any = task,
                              started: float = started, totals: dict[str, int] = totals) -> None:
-                    totals["logs"] += r.logs
-                    totals["changes"] += r.changes
+                    totals["logs"] += r.log_count
+                    totals["changes"] += r.written
                     totals["quarantined"] += r.quarantined
                     rate = totals["logs"] / max(time.monotonic() - started, 1e-6)
                     progress.update(task, advance=r.hi - r.lo + 1, logs=totals["logs"],
@@ -126,10 +131,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                         store.publish_snapshot(cfg.snapshot_path)
                         last_snapshot[0] = time.monotonic()
 
-                done, hi = backfill(plan, rpcs[plan.chain.name], store, args.from_block,
-                                    args.to_block, cfg.file, stop, on_range, on_plan)
+                done, hi = backfill(state, chains[state.source.chain.name], store,
+                                    args.from_block, args.to_block, cfg.file, stop, on_range,
+                                    on_plan)
                 logger.info("%s: indexed up to block %d of %d: %d logs, %d position changes, "
-                            "%d quarantined, %.1fs", plan.proto.name, done, hi, totals["logs"],
+                            "%d quarantined, %.1fs", name, done, hi, totals["logs"],
                             totals["changes"], totals["quarantined"], time.monotonic() - started)
                 if stop.is_set():
                     logger.info("stopped by signal; resume with the same command")
@@ -137,15 +143,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         store.publish_snapshot(cfg.snapshot_path)
     finally:
         store.close()
-        for r in rpcs.values():
-            r.close()
+        for c in chains.values():
+            c.close()
     return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    plans = _plans(cfg)
-    rpcs = _rpcs(cfg, plans)
+    states = _states(cfg)
+    chains = _chains(states)
     store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
     last = [0.0]
 
@@ -154,18 +160,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
             store.publish_snapshot(cfg.snapshot_path)
             last[0] = time.monotonic()
 
-    def on_range(plan: Plan, r: RangeResult) -> None:
-        logger.info("%s blocks %d-%d: %d logs, %d changes%s", plan.proto.name, r.lo, r.hi,
-                    r.logs, r.changes, f", {r.quarantined} quarantined" if r.quarantined else "")
+    def on_range(state: ScanState, r: BlockRange) -> None:
+        logger.info("%s blocks %d-%d: %d logs, %d changes%s", state.source.name, r.lo, r.hi,
+                    r.log_count, r.written,
+                    f", {r.quarantined} quarantined" if r.quarantined else "")
 
     def rpc_errors() -> dict[tuple[str, str], int]:
         out: Counter[tuple[str, str]] = Counter()
-        for r in rpcs.values():
-            out.update(r.errors)
+        for c in chains.values():
+            out.update(c.rpc.errors)
         return dict(out)
 
-    poll = min(p.chain.poll_interval for p in plans)
-    metrics = Metrics({p.proto.name: p.chain.name for p in plans},
+    poll = min(s.source.chain.poll_interval for s in states)
+    metrics = Metrics({s.source.name: s.source.chain.name for s in states},
                       stale_after=max(10 * poll, 120.0), rpc_errors=rpc_errors)
     server = None
     if cfg.metrics_port and not args.once:
@@ -173,6 +180,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             server = serve(metrics, cfg.metrics_host, cfg.metrics_port)
         except OSError as e:
             store.close()
+            for c in chains.values():
+                c.close()
             raise ConfigError(cfg.file, "metrics_port", cfg.metrics_port,
                               f"a free local port for /metrics and /health ({e.strerror}; set "
                               "another, or 0 to serve none)") from None
@@ -181,10 +190,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     try:
         with _stop_on_signals() as stop:
             logger.info("sync started: %s", ", ".join(
-                f"{p.proto.name} on {p.chain.name} via {rpcs[p.chain.name].endpoint}"
-                for p in plans))
-            sync(plans, rpcs, store, args.until, args.once, cfg.file, stop, snapshot, on_range,
-                 metrics=metrics)
+                f"{s.source.name} on {s.source.chain.name} via "
+                f"{chains[s.source.chain.name].rpc.endpoint}" for s in states))
+            sync(states, chains, store, args.until, args.once, cfg.file, stop, snapshot,
+                 on_range, observer=metrics)
         last[0] = 0.0
         snapshot()
     finally:
@@ -192,8 +201,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             server.shutdown()
             server.server_close()
         store.close()
-        for r in rpcs.values():
-            r.close()
+        for c in chains.values():
+            c.close()
     return 0
 
 
@@ -322,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="local anvil chain + simulated GMX-v1-style trading, indexed "
-                                    "live with a terminal view (no network, no config)")
+    d = sub.add_parser("demo", help="local anvil chain with test contracts of the five supported "
+                                    "protocols and simulated traders, indexed live with a "
+                                    "terminal view (no network, no config)")
     d.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     d.add_argument("--traders", type=int, default=30, help="simulated wallets (default 30)")
     d.add_argument("--no-ui", action="store_true", help="log instead of the live view")

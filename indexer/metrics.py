@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from indexer.observer import Observer
+
 #: Window over which ``rows_per_second`` is averaged.
 RATE_WINDOW = 60.0
 
@@ -63,8 +65,8 @@ class ProtocolFigures:
         return max(self.head_time - self.checkpoint_time, 0)
 
 
-class Metrics:
-    """Figures per protocol entry, plus the RPC error counters read at render time."""
+class Metrics(Observer):
+    """The daemon's observer that counts: figures per source, plus the RPC error counters read at render time."""
 
     def __init__(self, chains: dict[str, str], stale_after: float,
                  rpc_errors: Callable[[], dict[tuple[str, str], int]] = dict) -> None:
@@ -78,16 +80,16 @@ class Metrics:
 
     # -- updates from the sync loop --------------------------------------------------------------
 
-    def head(self, protocol: str, number: int, timestamp: int) -> None:
+    def head(self, source: str, number: int, timestamp: int) -> None:
         with self._lock:
-            f = self.protocols[protocol]
+            f = self.protocols[source]
             f.head_block, f.head_time = number, timestamp
 
-    def range_done(self, protocol: str, hi: int, hi_time: int | None, rows: int, logs: int,
-                   quarantined: int, refetched: int, range_size: int) -> None:
+    def range_done(self, source: str, hi: int, hi_time: int | None, rows: int, logs: int,
+                   quarantined: int, refetched: int, request_blocks: int) -> None:
         now = time.monotonic()
         with self._lock:
-            f = self.protocols[protocol]
+            f = self.protocols[source]
             f.checkpoint_block = hi
             if hi_time is not None:
                 f.checkpoint_time = hi_time
@@ -95,12 +97,12 @@ class Metrics:
             f.logs_fetched += logs
             f.quarantined += quarantined
             f.logs_refetched += refetched
-            f.range_size = range_size
+            f.range_size = request_blocks
             f._rows.append((now, rows))
 
-    def pass_done(self, protocol: str, checkpoint: int | None, checkpoint_time: int | None) -> None:
+    def pass_done(self, source: str, checkpoint: int | None, checkpoint_time: int | None) -> None:
         with self._lock:
-            f = self.protocols[protocol]
+            f = self.protocols[source]
             if checkpoint is not None:
                 f.checkpoint_block = checkpoint
             if checkpoint_time is not None:
@@ -108,18 +110,18 @@ class Metrics:
             f.last_success = time.time()
             f.last_error = None
 
-    def reorg(self, protocols: list[str], depth: int) -> None:
+    def reorg(self, sources: list[str], depth: int) -> None:
         with self._lock:
-            for p in protocols:
+            for p in sources:
                 f = self.protocols[p]
                 f.reorgs += 1
                 f.reorg_last_depth = depth
                 f.reorg_max_depth = max(f.reorg_max_depth, depth)
 
-    def problem(self, protocol: str, kind: str, message: str) -> None:
+    def problem(self, source: str, kind: str, message: str) -> None:
         """A pass that could not finish: kind is node_behind, chain_moved or error."""
         with self._lock:
-            f = self.protocols[protocol]
+            f = self.protocols[source]
             if kind == "node_behind":
                 f.node_behind += 1
             elif kind == "chain_moved":

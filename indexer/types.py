@@ -131,7 +131,7 @@ class ChangeColumns:
     account: list[str] = field(default_factory=list)
     #: The protocol's market id (GMX v1: index token).
     market: list[str] = field(default_factory=list)
-    collateral_token: list[str] = field(default_factory=list)
+    collateral_token: list[str | None] = field(default_factory=list)
     is_long: list[bool] = field(default_factory=list)
     #: 'increase' | 'decrease' | 'close' | 'liquidation'.
     kind: list[str] = field(default_factory=list)
@@ -144,11 +144,11 @@ class ChangeColumns:
     #: Collateral after the change, raw USD.
     collateral_after: list[int] = field(default_factory=list)
     #: Execution / mark price of the change, raw USD per whole index token.
-    price: list[int] = field(default_factory=list)
+    price: list[int | None] = field(default_factory=list)
     #: Fee charged by this change, raw USD.
     fee: list[int] = field(default_factory=list)
     #: The position's realised PnL as the protocol tracks it after the change, raw USD (signed).
-    realized_pnl: list[int] = field(default_factory=list)
+    realized_pnl: list[int | None] = field(default_factory=list)
     #: Average entry price after the change (0 once closed), raw USD per whole index token;
     #: None where the index token's decimals are unknown.
     entry_price: list[int | None] = field(default_factory=list)
@@ -165,10 +165,10 @@ class ChangeColumns:
     index_decimals: list[int | None] = field(default_factory=list)
     collateral_decimals: list[int | None] = field(default_factory=list)
 
-    def append(self, **values: Any) -> None:
-        """Add one row; the optional token-unit fields default to None."""
+    def add(self, change: Change) -> None:
+        """Add one row."""
         for name in _CHANGE_FIELDS:
-            getattr(self, name).append(values[name] if name in values else _OPTIONAL[name])
+            getattr(self, name).append(getattr(change, name))
 
     def extend(self, **columns: list[Any]) -> None:
         """Add rows column by column (equal lengths); optional fields left out are None."""
@@ -195,10 +195,38 @@ class ChangeColumns:
         return len(self.row)
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One normalized position change, as row-wise adapters write it (see :class:`ChangeColumns`
+    for the meaning and units of each field)."""
+
+    row: int
+    position_key: str
+    account: str
+    market: str
+    collateral_token: str | None
+    is_long: bool
+    kind: str
+    size_delta: int
+    collateral_delta: int
+    size_after: int
+    collateral_after: int
+    price: int | None
+    fee: int
+    realized_pnl: int | None = None
+    entry_price: int | None = None
+    index_token: str | None = None
+    size_delta_tokens: int | None = None
+    size_after_tokens: int | None = None
+    collateral_delta_tokens: int | None = None
+    collateral_after_tokens: int | None = None
+    index_decimals: int | None = None
+    collateral_decimals: int | None = None
+
+
 _CHANGE_FIELDS = tuple(f.name for f in fields(ChangeColumns))
-_OPTIONAL = {"index_token": None, "size_delta_tokens": None, "size_after_tokens": None,
-             "collateral_delta_tokens": None, "collateral_after_tokens": None,
-             "index_decimals": None, "collateral_decimals": None}
+_OPTIONAL = {f.name: None for f in fields(Change) if f.default is None}
+assert set(_CHANGE_FIELDS) == {f.name for f in fields(Change)}
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from indexer import adapters
 from indexer.cli import main
 from indexer.devnet.chain import Anvil, free_port
 from indexer.devnet.simulator import Simulator, deploy_vault
@@ -134,8 +135,6 @@ def gmx_v1_logs() -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-ROLES = {"gmx_v1": "vault", "gmx_v2": "event_emitter", "perp_v2": "clearing_house",
-         "synthetix_perps_v2": "futures_market_manager", "gtrade": "diamond"}
 
 
 def write_config(path: Path, rpc_url: str, address: str, start_block: int, *,
@@ -157,13 +156,13 @@ protocols:
     adapter: {adapter}
     chain: dev
     contracts:
-      {ROLES[adapter]}: {{ address: "{address}", start_block: {start_block} }}
+      {adapters.load(adapter).roles[0]}: {{ address: "{address}", start_block: {start_block} }}
 {protocol_extra}""")
     return path
 
 
 #: What "the same database" means in the tests: every table, in a stable order, without the
-#: columns that record when a row was written.
+#: columns that record when a row was written and the daemon's last (retried) error.
 DUMP_TABLES = {
     "position_changes": "SELECT * EXCLUDE (block_time) FROM position_changes "
                         "ORDER BY block_number, log_index",
@@ -172,7 +171,7 @@ DUMP_TABLES = {
     "protocol_open_interest": "SELECT * FROM protocol_open_interest "
                               "ORDER BY block_number, log_index",
     "funding_updates": "SELECT * FROM funding_updates ORDER BY block_number, log_index",
-    "checkpoints": "SELECT * EXCLUDE (updated_at) FROM checkpoints",
+    "checkpoints": "SELECT * EXCLUDE (updated_at, last_error) FROM checkpoints",
     "quarantine": "SELECT count(*) FROM quarantine",
 }
 

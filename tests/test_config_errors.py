@@ -8,7 +8,7 @@ import pytest
 
 from indexer.config import load_config
 from indexer.errors import ConfigError
-from indexer.pipeline import build_plan
+from indexer.engine.source import build_source
 from tests.conftest import ROOT, run_cli, write_config
 
 VAULT = "0x1f61eA50e2B7dd00A11b55Fa91137033a345Ee15"
@@ -66,7 +66,7 @@ def test_unknown_adapter(tmp_path, capsys):
 def test_abi_lacking_a_handled_event(tmp_path, capsys):
     abi_dir = tmp_path / "abi"
     abi_dir.mkdir()
-    abi = json.loads((ROOT / "abis/gmx_v1/Vault.json").read_text())
+    abi = json.loads((ROOT / "indexer/abis/gmx_v1/Vault.json").read_text())
     (abi_dir / "Vault.json").write_text(json.dumps(
         [e for e in abi if e.get("name") != "ClosePosition"]))
     cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
@@ -111,8 +111,8 @@ def test_shipped_configs_load_and_plan(path, monkeypatch):
         monkeypatch.setenv(var, "https://rpc.example/key")
     cfg = load_config(path)
     for proto in cfg.protocols:
-        plan = build_plan(cfg, proto)
-        assert plan.topics[0] and all(c.start_block > 0 or "demo" in path.name
+        source = build_source(cfg, proto)
+        assert source.topics[0] and all(c.start_block > 0 or "demo" in path.name
                                       for c in proto.contracts)
 
 

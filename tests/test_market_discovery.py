@@ -11,7 +11,8 @@ import eth_abi
 from indexer.abi import topic_of
 from indexer.config import load_config
 from indexer.errors import RangeTooLarge
-from indexer.pipeline import build_plan, fetch_logs
+from indexer.engine.fetch import fetch_logs
+from indexer.engine.source import build_source
 from indexer.rpc import as_logs
 from tests.conftest import write_config
 
@@ -54,9 +55,9 @@ def test_new_market_fetched_from_its_announcement_under_a_range_cap(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", MANAGER, 0,
                        adapter="synthetix_perps_v2")
     config = load_config(cfg)
-    plan = build_plan(config, config.protocols[0])
-    plan.sizer.size = plan.sizer.max_size  # past the slow start: one request would cover 0..10
-    hi, logs = fetch_logs(plan, node, 0, 10)
+    state = build_source(config, config.protocols[0]).new_state()
+    state.sizer.size = state.sizer.max_size  # past the slow start: one request would cover 0..10
+    hi, logs = fetch_logs(state, node, 0, 10)
     assert hi == 10
     assert [(lg.address, int(lg.block_number, 16)) for lg in logs] == [
         (MANAGER, 3), (MARKET, 3), (MARKET, 5), (MARKET, 9)]  # not block 2, not past 10

@@ -17,13 +17,14 @@ import pytest
 
 from indexer.config import load_config
 from indexer.devnet.chain import Anvil, free_port
-from indexer.devnet.faultproxy import FaultProxy
+from tests.faultproxy import FaultProxy
 from indexer.devnet.simulator import Simulator, deploy_vault
 from indexer.metrics import fetch_health
-from indexer.pipeline import build_plan
+from indexer.chains.evm import MIN_REORG_WINDOW, EvmChain
+from indexer.engine.source import build_source
 from indexer.rpc import Rpc
 from indexer.store import Store
-from indexer.sync import MIN_REORG_WINDOW, sync
+from indexer.daemon import sync
 from tests.conftest import ROOT, dump, run_cli, start_sync, write_config
 
 pytestmark = pytest.mark.anvil
@@ -197,7 +198,7 @@ def test_reorg_inside_a_range_being_fetched(tmp_path, gmx_v1_chain, capsys):
     assert sync_once(cfg_path) == 0
     sim.run(20)  # below the 64-block window: all of it goes through the tip path
     cfg = load_config(cfg_path)
-    plan = build_plan(cfg, cfg.protocols[0])
+    state = build_source(cfg, cfg.protocols[0]).new_state()
     rpc = Rpc([anvil.url])
     real = rpc.fetch_logs
     fired = []
@@ -211,7 +212,7 @@ def test_reorg_inside_a_range_being_fetched(tmp_path, gmx_v1_chain, capsys):
     rpc.fetch_logs = fetch_logs
     store = Store(cfg.database)
     try:
-        sync([plan], {"dev": rpc}, store, None, True, str(cfg_path), threading.Event(),
+        sync([state], {"dev": EvmChain(state.source.chain, rpc)}, store, None, True, str(cfg_path), threading.Event(),
              lambda: None)
     finally:
         store.close()

@@ -1,5 +1,5 @@
 """RPC faults never become missing or duplicated data: the recording of the unmodified GMX v1
-contracts is backfilled through our fault-injecting proxy (``indexer/devnet/faultproxy.py``)
+contracts is backfilled through our fault-injecting proxy (``tests/faultproxy.py``)
 and must equal a clean run, table for table; each major provider's range-cap error text is
 recognised; rate limits are paced; a dead endpoint fails over and the first one is taken back;
 a request that cannot succeed is not retried; and a backfill or a sync killed with SIGKILL at
@@ -18,9 +18,11 @@ from itertools import pairwise
 
 import pytest
 
-from indexer import pipeline, sync
+from indexer import backfill as backfill_module
+from indexer.engine import fetch as engine_fetch
+from indexer.engine import source as engine_source
 from indexer import rpc as rpc_module
-from indexer.devnet.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
+from tests.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
 from indexer.errors import AnswerTooLarge, RpcError, StoreError
 from indexer.rpc import Rpc, is_rate_limit, parse_range_error
 from indexer.scanner import RangeSizer
@@ -138,7 +140,7 @@ def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
     a clean run."""
     node, want = gmx_v1_clean
     budget = 40_000  # about 40 GMX v1 logs
-    monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: budget)
+    monkeypatch.setattr(engine_source, "response_budget", lambda mb, in_flight: budget)
     kept, dropped = [], []
     real = Rpc.fetch_logs
 
@@ -148,7 +150,7 @@ def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
         except AnswerTooLarge as e:
             dropped.append(e.size)
             raise
-        kept.append((hi - lo + 1, max_bytes, len(logs), pipeline.log_bytes(logs)))
+        kept.append((hi - lo + 1, max_bytes, len(logs), engine_fetch.log_bytes(logs)))
         return logs
 
     monkeypatch.setattr(Rpc, "fetch_logs", fetch_logs)
@@ -183,15 +185,15 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     sooner and hold less memory, a commit has a fixed cost. The result equals a clean run."""
     node, want = gmx_v1_clean
     budget, request = 60_000, 12_000  # about 60 and 12 GMX v1 logs
-    monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: budget)
-    monkeypatch.setattr(pipeline, "REQUEST_BYTES", request)
-    monkeypatch.setattr(pipeline, "COMMIT_ROWS", 1)  # each range committed alone
+    monkeypatch.setattr(engine_source, "response_budget", lambda mb, in_flight: budget)
+    monkeypatch.setattr(engine_source, "REQUEST_BYTES", request)
+    monkeypatch.setattr(engine_source, "COMMIT_ROWS", 1)  # each range committed alone
     answers = []
     real_fetch = Rpc.fetch_logs
 
     def fetch_logs(self, addresses, topics, lo, hi, max_bytes=None):
         logs = real_fetch(self, addresses, topics, lo, hi, max_bytes)
-        answers.append((lo, hi, pipeline.log_bytes(logs)))
+        answers.append((lo, hi, engine_fetch.log_bytes(logs)))
         return logs
 
     monkeypatch.setattr(Rpc, "fetch_logs", fetch_logs)
@@ -207,7 +209,7 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     assert all(a[1] + 1 == b[0] for a, b in pairwise(ranges))
     per_range = [sum(1 for lo, hi, _ in answers if r_lo <= lo and hi <= r_hi)
                  for r_lo, r_hi, _ in ranges]
-    assert max(per_range) <= pipeline.JOIN_MAX
+    assert max(per_range) <= engine_fetch.JOIN_MAX
     assert sum(1 for n in per_range if n >= 2) >= len(ranges) // 2
     assert len(ranges) < len(answers) // 2
 
@@ -220,17 +222,17 @@ def test_small_ranges_are_committed_together_losing_nothing(
     result equals a clean run."""
     node, want = gmx_v1_clean
     target = 40  # ledger rows a commit gathers (the recording holds 269)
-    monkeypatch.setattr(pipeline, "response_budget", lambda mb, in_flight: 20_000)
-    monkeypatch.setattr(pipeline, "COMMIT_ROWS", target)
+    monkeypatch.setattr(engine_source, "response_budget", lambda mb, in_flight: 20_000)
+    monkeypatch.setattr(engine_source, "COMMIT_ROWS", target)
     prepared = []
-    real_prepare = sync.prepare_range
+    real_prepare = backfill_module.prepare
 
-    def prepare_range(*args, **kwargs):
+    def prepare(*args, **kwargs):
         p = real_prepare(*args, **kwargs)
-        prepared.append((p.lo, p.hi, len(p.rows.changes["block_number"])))
+        prepared.append((p.lo, p.hi, p.rows.change_count))
         return p
 
-    monkeypatch.setattr(sync, "prepare_range", prepare_range)
+    monkeypatch.setattr(backfill_module, "prepare", prepare)
     commits = _record_commits(monkeypatch)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000)
     assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
@@ -337,7 +339,7 @@ def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_noth
     fails there stops the backfill with its error (exit 1), the ranges committed before it stay
     with their checkpoint, and the next run ends equal to the clean run."""
     node, want = gmx_v1_clean
-    monkeypatch.setattr(pipeline, "COMMIT_ROWS", 1)  # each range committed alone (as dense ones are)
+    monkeypatch.setattr(engine_source, "COMMIT_ROWS", 1)  # each range committed alone (as dense ones are)
     real = Store.commit_range
     calls = []
 

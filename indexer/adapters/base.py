@@ -1,35 +1,20 @@
-"""What every adapter module provides, and the context it receives.
+"""The adapter contract: what a protocol adapter gives the engine, and the context it receives.
 
-An adapter module defines:
-
-* ``ROLES``: the contract roles it reads (keys under ``contracts:`` in the config);
-* ``EVENTS``: the ABI event names it handles (checked against the ABI at start-up);
-* ``USD_DECIMALS``: the scale of its raw USD integers (GMX: 30);
-* ``transactions_needed(decoded, meta) -> list[str]``: hashes of transactions whose input it
-  needs to classify changes (may be empty);
-* ``to_changes(decoded, meta, ctx) -> AdapterOutput``: pure, no I/O.
-
-Optionally:
-
-* ``EVENT_NAMES``: for protocols logging through one generic event (GMX v2 ``EventLog*``), the
-  names whose ``keccak256`` goes in the second topic of the eth_getLogs filter;
-* ``tokens_needed(decoded, meta, ctx) -> list[str]``: token addresses whose decimals the
-  adapter needs and ``ctx.decimals`` lacks (the pipeline reads them from the chain).
-* ``keys_needed(decoded, meta) -> list[str]``: position keys whose state before the batch the
-  adapter needs, for protocols whose events carry only deltas (Perpetual v2); the pipeline
-  loads it from the store into ``ctx.previous``.
-* ``SCAN_MARKETS = True`` with ``markets_added(decoded, meta) -> [(row, market)]``: the
-  protocol's markets are contracts announced at run time (Synthetix's market proxies, added by
-  the FuturesMarketManager); their logs are fetched too, from the announcing block on.
+An adapter is one module of ``indexer.adapters`` that defines ``ADAPTER = Adapter(...)``. Its
+``to_changes`` is pure (no I/O): decoded events in, normalized changes out. What it needs from
+outside the batch (transactions, token decimals, positions' prior state, markets announced at
+run time) it asks for through the optional hooks; the prepare stage fetches that and hands it
+over in :class:`AdapterContext`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.abi import keccak
-from indexer.types import Decoded, PreviousState
+from indexer.types import AdapterOutput, Decoded, LogMeta, PreviousState
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +35,48 @@ class AdapterContext:
     previous: dict[str, PreviousState] = field(default_factory=dict)
     #: The protocol's own token numbers from the config's ``tokens:`` (``id``): id -> address.
     token_ids: dict[int, str] = field(default_factory=dict)
+
+
+#: Hooks' signatures.
+Needs = Callable[[Decoded, LogMeta], list[str]]
+Convert = Callable[[Decoded, LogMeta, "AdapterContext"], AdapterOutput]
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """One protocol's adapter."""
+
+    #: The contract roles it reads (the keys under ``contracts:`` in the config).
+    roles: tuple[str, ...]
+    #: The ABI event names it handles (checked against the ABI at start-up).
+    events: tuple[str, ...]
+    #: The scale of its raw USD integers (GMX: 30).
+    usd_decimals: int
+    #: Decoded events of one batch -> changes, funding, markets, OI updates (pure, no I/O).
+    to_changes: Convert
+    #: For protocols logging through one generic event (GMX v2 ``EventLog*``): the names whose
+    #: ``keccak256`` goes in the second topic of the eth_getLogs filter.
+    event_names: tuple[str, ...] = ()
+    #: Hashes of transactions whose input it needs (``ctx.transactions``).
+    transactions_needed: Needs | None = None
+    #: Token addresses whose decimals it needs and ``ctx.decimals`` lacks (read from the chain).
+    tokens_needed: Callable[[Decoded, LogMeta, AdapterContext], list[str]] | None = None
+    #: Position keys whose state before the batch it needs, for protocols whose events carry
+    #: only deltas (loaded from the store into ``ctx.previous``). Such an adapter's ranges are
+    #: prepared one after another, each once the one before it is committed.
+    keys_needed: Needs | None = None
+    #: For protocols whose markets are contracts announced at run time (Synthetix's market
+    #: proxies): (row, market address) of each announcement; their logs are fetched too, from
+    #: the announcing block on.
+    markets_added: Callable[[Decoded, LogMeta], list[tuple[int, str]]] | None = None
+
+    @property
+    def reads_prior_state(self) -> bool:
+        return self.keys_needed is not None
+
+    @property
+    def scans_markets(self) -> bool:
+        return self.markets_added is not None
 
 
 def address_pair_key(first: str, second: str) -> str:

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexer.adapters.base import AdapterContext
+from indexer.adapters.base import Adapter, AdapterContext
 from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
 
-ROLES = ("vault",)
 EVENTS = ("IncreasePosition", "DecreasePosition", "LiquidatePosition", "UpdatePosition",
           "ClosePosition", "UpdateFundingRate")
-#: Raw USD amounts and prices are scaled by 1e30 (Vault.PRICE_PRECISION).
-USD_DECIMALS = 30
 #: ``liquidatePosition(address,address,address,bool,address)``.
 LIQUIDATE_SELECTOR = "0xde2ea948"
 
@@ -127,3 +124,8 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         entry_price=[v if o else 0 for o, v in zip(open_, after("averagePrice"), strict=True)])
     changes.sort_by_row()
     return AdapterOutput(changes, funding, sorted(rejected))
+
+
+#: Raw USD amounts and prices are scaled by 1e30 (Vault.PRICE_PRECISION).
+ADAPTER = Adapter(roles=("vault",), events=EVENTS, usd_decimals=30, to_changes=to_changes,
+                  transactions_needed=transactions_needed)

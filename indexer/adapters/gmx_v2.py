@@ -28,16 +28,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexer.adapters.base import AdapterContext
+from indexer.adapters.base import Adapter, AdapterContext
 from indexer.eventdata import EventData
-from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
+from indexer.types import AdapterOutput, Change, ChangeColumns, Decoded, FundingColumns, LogMeta
 
-ROLES = ("event_emitter",)
 EVENTS = ("EventLog", "EventLog1", "EventLog2")
 #: The event names read (their keccak256 filters eth_getLogs on the second topic).
 EVENT_NAMES = ("PositionIncrease", "PositionDecrease", "PositionFeesCollected", "MarketCreated",
                "OpenInterestUpdated", "OpenInterestInTokensUpdated")
-USD_DECIMALS = 30
 #: ``Order.OrderType.Liquidation``.
 LIQUIDATION_ORDER_TYPE = 7
 
@@ -61,10 +59,6 @@ def _get(items: dict[str, Any], *names: str) -> Any:
         if n in items:
             return items[n]
     raise KeyError(" / ".join(names))
-
-
-def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
-    return []
 
 
 def _markets_in(rows: list[_Row], known: dict[str, tuple[str, str, str]]
@@ -161,7 +155,7 @@ def _position(ch: ChangeColumns, row: int, name: str, d: EventData, meta: LogMet
         price = u["executionPrice"] * 10**index_dec
         entry = size_after * 10**index_dec // size_tokens if size_tokens else 0
     key = d.bytes32["positionKey"]
-    ch.append(
+    ch.add(Change(
         row=row, position_key=key, account=a["account"], market=market,
         collateral_token=collateral_token, is_long=d.bool["isLong"], kind=kind,
         size_delta=sign * u["sizeDeltaUsd"], collateral_delta=coll_delta * coll_price,
@@ -171,4 +165,8 @@ def _position(ch: ChangeColumns, row: int, name: str, d: EventData, meta: LogMet
         size_delta_tokens=sign * _get(u, "sizeDeltaInTokens", "baseSizeDeltaInTokens"),
         size_after_tokens=size_tokens, collateral_delta_tokens=coll_delta,
         collateral_after_tokens=u["collateralAmount"], index_decimals=index_dec,
-        collateral_decimals=coll_dec)
+        collateral_decimals=coll_dec))
+
+
+ADAPTER = Adapter(roles=("event_emitter",), events=EVENTS, event_names=EVENT_NAMES,
+                  usd_decimals=30, to_changes=to_changes, tokens_needed=tokens_needed)

@@ -37,10 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from indexer.abi import keccak
-from indexer.adapters.base import AdapterContext, event_rows
-from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
+from indexer.adapters.base import Adapter, AdapterContext, event_rows
+from indexer.types import AdapterOutput, Change, ChangeColumns, Decoded, FundingColumns, LogMeta
 
-ROLES = ("diamond",)
 EVENTS = ("TradeStored", "TradePositionUpdated", "TradeCollateralUpdated", "TradeClosed",
           "MarketExecuted", "LimitExecuted")
 USD_DECIMALS = 18
@@ -53,10 +52,6 @@ LIQ_CLOSE = 6
 PRICE_SCALE = 10**8
 
 _STATE_EVENTS = ("TradePositionUpdated", "TradeCollateralUpdated", "TradeClosed")
-
-
-def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
-    return []
 
 
 def trade_key(user: str, index: int) -> str:
@@ -169,7 +164,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         if kind is None:
             grows = delta > 0 or (delta == 0 and trade.collateral >= before_coll)
             kind = "increase" if grows else "decrease"
-        out.changes.append(
+        out.changes.add(Change(
             row=row, position_key=key, account=user, market=trade.pair, index_token=None,
             collateral_token=trade.token, is_long=trade.long, kind=kind,
             size_delta=trade.usd(delta), collateral_delta=trade.usd(trade.collateral - before_coll),
@@ -179,5 +174,9 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
             size_delta_tokens=delta, size_after_tokens=size,
             collateral_delta_tokens=trade.collateral - before_coll,
             collateral_after_tokens=trade.collateral, index_decimals=trade.decimals,
-            collateral_decimals=trade.decimals)
+            collateral_decimals=trade.decimals))
     return out
+
+
+ADAPTER = Adapter(roles=("diamond",), events=EVENTS, usd_decimals=USD_DECIMALS,
+                  to_changes=to_changes, keys_needed=keys_needed)

@@ -28,24 +28,19 @@ other traders' swaps without ``PositionChanged`` and are not covered.
 from __future__ import annotations
 
 from indexer.adapters.base import (
+    Adapter,
     AdapterContext,
     address_pair_key,
     at_price,
     event_rows,
     signed_change,
 )
-from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
+from indexer.types import AdapterOutput, Change, ChangeColumns, Decoded, FundingColumns, LogMeta
 
-ROLES = ("clearing_house",)
 EVENTS = ("PositionChanged", "PositionLiquidated", "PositionClosed")
-USD_DECIMALS = 18
 #: vTokens (base and quote) all have 18 decimals.
 BASE_DECIMALS = 18
 _ONE = 10**18
-
-
-def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
-    return []
 
 
 def keys_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
@@ -102,15 +97,19 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
             rejected.append((row, (f"{name} of {key} changes no position (size 0 before and "
                                   "after): is the start block before the position was opened?")))
             continue
-        changes.append(
+        changes.add(Change(
             row=row, position_key=key, account=trader, market=base, index_token=base,
             collateral_token=None, is_long=is_long, kind=kind,
             size_delta=at_price(delta, price, BASE_DECIMALS), collateral_delta=None,
             size_after=at_price(abs(after), price, BASE_DECIMALS), collateral_after=None, price=price, fee=fee,
             realized_pnl=pnl, entry_price=abs(open_notional) * _ONE // abs(after) if after else 0,
-            size_delta_tokens=delta, size_after_tokens=abs(after), index_decimals=BASE_DECIMALS)
+            size_delta_tokens=delta, size_after_tokens=abs(after), index_decimals=BASE_DECIMALS))
     for tag, row in liquidated.items():
         if tag not in matched:
             rejected.append((row, (f"PositionLiquidated of trader {tag[1]} on {tag[2]} without the "
                                   "trader's PositionChanged in its transaction")))
     return AdapterOutput(changes, FundingColumns(), sorted(rejected))
+
+
+ADAPTER = Adapter(roles=("clearing_house",), events=EVENTS, usd_decimals=18,
+                  to_changes=to_changes, keys_needed=keys_needed)

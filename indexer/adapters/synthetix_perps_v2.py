@@ -31,23 +31,17 @@ entry price are not reported by the events and stay NULL.
 from __future__ import annotations
 
 from indexer.adapters.base import (
+    Adapter,
     AdapterContext,
     address_pair_key,
     at_price,
     event_rows,
     signed_change,
 )
-from indexer.types import AdapterOutput, ChangeColumns, Decoded, FundingColumns, LogMeta
+from indexer.types import AdapterOutput, Change, ChangeColumns, Decoded, FundingColumns, LogMeta
 
-ROLES = ("futures_market_manager",)
 EVENTS = ("PositionModified", "PositionLiquidated", "FundingRecomputed", "MarketAdded")
-USD_DECIMALS = 18
-#: Markets are contracts announced by ``MarketAdded``; their logs are fetched too.
-SCAN_MARKETS = True
 BASE_DECIMALS = 18
-
-def transactions_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
-    return []
 
 
 def markets_added(decoded: Decoded, meta: LogMeta) -> list[tuple[int, str]]:
@@ -106,12 +100,18 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
                 kind = "increase" if margin_after >= margin.get(key, 0) else "decrease"
         margin_before = margin.get(key, 0)
         margin[key] = margin_after
-        out.changes.append(
+        out.changes.add(Change(
             row=row, position_key=key, account=account, market=market, index_token=None,
             collateral_token=None, is_long=is_long, kind=kind,
             size_delta=at_price(delta, price, BASE_DECIMALS),
             collateral_delta=margin_after - margin_before,
             size_after=at_price(abs(after), price, BASE_DECIMALS), collateral_after=margin_after,
             price=price, fee=fee, realized_pnl=None, entry_price=None,
-            size_delta_tokens=delta, size_after_tokens=abs(after), index_decimals=BASE_DECIMALS)
+            size_delta_tokens=delta, size_after_tokens=abs(after), index_decimals=BASE_DECIMALS))
     return out
+
+
+#: Markets are contracts announced by ``MarketAdded`` (``markets_added``): their logs are
+#: fetched too.
+ADAPTER = Adapter(roles=("futures_market_manager",), events=EVENTS, usd_decimals=18,
+                  to_changes=to_changes, keys_needed=keys_needed, markets_added=markets_added)

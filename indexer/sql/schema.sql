@@ -12,22 +12,37 @@ CREATE TABLE IF NOT EXISTS position_changes (
     position_key         VARCHAR NOT NULL,
     account              VARCHAR NOT NULL,
     market               VARCHAR NOT NULL,
-    collateral_token     VARCHAR NOT NULL,
+    -- NULL where margin is not a per-position token (account-wide or sUSD margin)
+    collateral_token     VARCHAR,
     is_long              BOOLEAN NOT NULL,
     kind                 VARCHAR NOT NULL,   -- increase | decrease | close | liquidation
     size_delta_usd       DECIMAL(38,18) NOT NULL,  -- signed
-    collateral_delta_usd DECIMAL(38,18) NOT NULL,  -- signed, as the protocol reports it
+    collateral_delta_usd DECIMAL(38,18),           -- signed, as the protocol reports it
     size_after_usd       DECIMAL(38,18) NOT NULL,
-    collateral_after_usd DECIMAL(38,18) NOT NULL,
+    collateral_after_usd DECIMAL(38,18),           -- NULL: no per-position collateral
     price_usd            DECIMAL(38,18),           -- USD per whole index token (NULL: decimals unknown)
     fee_usd              DECIMAL(38,18) NOT NULL,
-    realized_pnl_usd     DECIMAL(38,18) NOT NULL,  -- position's realised PnL after the change
+    realized_pnl_usd     DECIMAL(38,18),           -- position's realised PnL after (NULL: not reported)
     entry_price_usd      DECIMAL(38,18),           -- average entry price after (0 once closed)
     size_delta_raw       BIGNUM NOT NULL,
     size_after_raw       BIGNUM NOT NULL,
-    collateral_after_raw BIGNUM NOT NULL,
+    collateral_after_raw BIGNUM,
     entry_price_raw      BIGNUM,
-    usd_decimals         TINYINT NOT NULL    -- scale of the *_raw USD columns
+    usd_decimals         TINYINT NOT NULL,   -- scale of the *_raw USD columns
+    index_token          VARCHAR,            -- the market's index token (NULL: unknown)
+    -- token-unit amounts (protocols that track them); raw integers are exact
+    size_delta_tokens_raw       BIGNUM,
+    size_after_tokens_raw       BIGNUM,
+    collateral_delta_tokens_raw BIGNUM,
+    collateral_after_tokens_raw BIGNUM,
+    index_decimals              TINYINT,
+    collateral_decimals         TINYINT,
+    size_after_tokens           DECIMAL(38,18),
+    collateral_after_tokens     DECIMAL(38,18),
+    -- each change's contribution to its market's open interest, per side: size after minus the
+    -- key's size after on that side before it (sums over any prefix of the ledger are exact OI)
+    long_oi_delta_usd           DECIMAL(38,18),
+    short_oi_delta_usd          DECIMAL(38,18)
 );
 
 CREATE TABLE IF NOT EXISTS positions (
@@ -37,18 +52,23 @@ CREATE TABLE IF NOT EXISTS positions (
     position_key      VARCHAR NOT NULL,
     account           VARCHAR NOT NULL,
     market            VARCHAR NOT NULL,
-    collateral_token  VARCHAR NOT NULL,
+    collateral_token  VARCHAR,
     is_long           BOOLEAN NOT NULL,
     size_usd          DECIMAL(38,18) NOT NULL,
-    collateral_usd    DECIMAL(38,18) NOT NULL,
+    collateral_usd    DECIMAL(38,18),
     entry_price_usd   DECIMAL(38,18),
     status            VARCHAR NOT NULL,        -- open | closed | liquidated
     opened_block      BIGINT,                  -- block of the latest opening of this key
     updated_block     BIGINT NOT NULL,
-    realized_pnl_usd  DECIMAL(38,18) NOT NULL,
+    realized_pnl_usd  DECIMAL(38,18),
     size_raw          BIGNUM NOT NULL,
-    collateral_raw    BIGNUM NOT NULL,
-    entry_price_raw   BIGNUM
+    collateral_raw    BIGNUM,
+    entry_price_raw   BIGNUM,
+    index_token       VARCHAR,
+    size_tokens       DECIMAL(38,18),
+    collateral_tokens DECIMAL(38,18),
+    size_tokens_raw       BIGNUM,
+    collateral_tokens_raw BIGNUM
 );
 
 CREATE TABLE IF NOT EXISTS funding_updates (
@@ -105,7 +125,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     quarantined_at TIMESTAMP NOT NULL
 );
 
--- Markets announced by protocol events (GMX v2 MarketCreated); configured ones are not copied here.
+-- Markets announced by protocol events (GMX v2 MarketCreated, Synthetix MarketAdded); configured
+-- ones are not copied here. Markets that are not token triples (Synthetix proxies) have a name.
 CREATE TABLE IF NOT EXISTS markets (
     chain_id      BIGINT NOT NULL,
     protocol      VARCHAR NOT NULL,
@@ -113,9 +134,10 @@ CREATE TABLE IF NOT EXISTS markets (
     block_number  BIGINT NOT NULL,
     log_index     INTEGER NOT NULL,
     market        VARCHAR NOT NULL,
-    index_token   VARCHAR NOT NULL,
-    long_token    VARCHAR NOT NULL,
-    short_token   VARCHAR NOT NULL
+    index_token   VARCHAR,
+    long_token    VARCHAR,
+    short_token   VARCHAR,
+    name          VARCHAR
 );
 
 -- The protocol's own open-interest figures (GMX v2 OpenInterest[InTokens]Updated), to reconcile
@@ -136,45 +158,6 @@ CREATE TABLE IF NOT EXISTS protocol_open_interest (
     next_value_usd    DECIMAL(38,18)             -- unit = usd only
 );
 
--- Migrations of databases created by earlier versions (each statement is idempotent).
-ALTER TABLE position_changes ALTER COLUMN price_usd DROP NOT NULL;
-ALTER TABLE position_changes ALTER COLUMN entry_price_usd DROP NOT NULL;
-ALTER TABLE position_changes ALTER COLUMN entry_price_raw DROP NOT NULL;
-ALTER TABLE positions ALTER COLUMN entry_price_usd DROP NOT NULL;
-ALTER TABLE positions ALTER COLUMN entry_price_raw DROP NOT NULL;
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS index_token VARCHAR;
--- token-unit amounts (protocols that track them, e.g. GMX v2); raw integers are exact
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS size_delta_tokens_raw BIGNUM;
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS size_after_tokens_raw BIGNUM;
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_delta_tokens_raw BIGNUM;
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_after_tokens_raw BIGNUM;
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS index_decimals TINYINT;
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_decimals TINYINT;
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS size_after_tokens DECIMAL(38,18);
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS collateral_after_tokens DECIMAL(38,18);
-ALTER TABLE positions ADD COLUMN IF NOT EXISTS index_token VARCHAR;
-ALTER TABLE positions ADD COLUMN IF NOT EXISTS size_tokens DECIMAL(38,18);
-ALTER TABLE positions ADD COLUMN IF NOT EXISTS collateral_tokens DECIMAL(38,18);
-ALTER TABLE positions ADD COLUMN IF NOT EXISTS size_tokens_raw BIGNUM;
-ALTER TABLE positions ADD COLUMN IF NOT EXISTS collateral_tokens_raw BIGNUM;
--- protocols with account-level (cross) margin have no per-position collateral, and some report
--- no realised PnL: those columns are NULL for them
-ALTER TABLE position_changes ALTER COLUMN collateral_token DROP NOT NULL;
-ALTER TABLE position_changes ALTER COLUMN collateral_delta_usd DROP NOT NULL;
-ALTER TABLE position_changes ALTER COLUMN collateral_after_usd DROP NOT NULL;
-ALTER TABLE position_changes ALTER COLUMN collateral_after_raw DROP NOT NULL;
-ALTER TABLE position_changes ALTER COLUMN realized_pnl_usd DROP NOT NULL;
-ALTER TABLE positions ALTER COLUMN collateral_token DROP NOT NULL;
-ALTER TABLE positions ALTER COLUMN collateral_usd DROP NOT NULL;
-ALTER TABLE positions ALTER COLUMN collateral_raw DROP NOT NULL;
-ALTER TABLE positions ALTER COLUMN realized_pnl_usd DROP NOT NULL;
--- markets found by events that are not token triples (Synthetix market proxies): a name
-ALTER TABLE markets ALTER COLUMN index_token DROP NOT NULL;
-ALTER TABLE markets ALTER COLUMN long_token DROP NOT NULL;
-ALTER TABLE markets ALTER COLUMN short_token DROP NOT NULL;
-ALTER TABLE markets ADD COLUMN IF NOT EXISTS name VARCHAR;
--- each change's contribution to its market's open interest, per side: size after minus the key's
--- size after on that side before it (sums over any prefix of the ledger are exact OI there);
--- databases of earlier versions get them computed when the writer opens them
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS long_oi_delta_usd DECIMAL(38,18);
-ALTER TABLE position_changes ADD COLUMN IF NOT EXISTS short_oi_delta_usd DECIMAL(38,18);
+-- The layout version of this file. A database of another version is refused with the command
+-- that rebuilds it (0.x has no migrations).
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);

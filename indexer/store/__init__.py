@@ -1,0 +1,120 @@
+"""DuckDB storage: the only package that imports duckdb (and pyarrow).
+
+Invariants:
+
+* The ledger rows, quarantined logs, funding updates, block hashes and checkpoint of one block range
+  are written in ONE transaction (:meth:`Store.commit_range`). A crash leaves all of it or none.
+* Re-committing a range first deletes what that source stored in the range, so replays are
+  idempotent: rows are identified by (chain_id, source, block_number, log_index).
+* ``positions`` is derived from ``position_changes`` (the last change of each key carries the
+  full state after it) and is refreshed in the same transaction for the keys the range touched.
+* One process writes the file; readers of a live database use the snapshot the writer publishes
+  (:meth:`Store.publish_snapshot`), see :func:`open_reader`.
+
+Modules: ``ledger`` (commit a range, refresh positions), ``rollback`` (undo a reorg),
+``readers`` (queries, resume state, snapshots), ``amounts`` (exact DECIMAL(38,18)), ``sql``
+(the named statements of ``indexer/sql/``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+
+import duckdb
+
+from indexer.errors import StoreError
+from indexer.store.amounts import decimal18_array, to_decimal18
+from indexer.store.ledger import RangeRows
+from indexer.store.readers import Checkpoint, Readers, lock_holder
+from indexer.store.rollback import Rollback
+from indexer.store.sql import sql_file
+
+__all__ = ["Checkpoint", "RangeRows", "SCHEMA_VERSION", "Store", "decimal18_array",
+           "open_reader", "to_decimal18"]
+
+#: The layout of ``sql/schema.sql``; raise it with any change of a table's columns.
+SCHEMA_VERSION = 1
+
+
+class Store(Rollback, Readers):
+    """A connection to a DuckDB file: the writer's (one process), or a read-only one (see
+    :func:`open_reader`). A context manager: ``with Store(path) as store: ...`` closes it."""
+
+    def __init__(self, path: Path | str, read_only: bool = False,
+                 memory_limit_mb: int | None = None) -> None:
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreError(
+                    f"{self.path}: the database is in use by another writing process "
+                    f"({lock_holder(str(e))}); stop it first, or query its snapshot with "
+                    "`perp-indexer query`") from None
+            raise StoreError(f"{self.path}: cannot open database: {e}") from None
+        self.read_only = read_only
+        self.rollbacks = 0
+        try:
+            self._check_layout()
+            if memory_limit_mb is not None:
+                self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
+            if not read_only:
+                self.con.execute(sql_file("schema.sql"))
+                self.con.execute(sql_file("views.sql"))
+                if not self.con.execute("SELECT count(*) FROM schema_version").fetchone()[0]:
+                    self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _check_layout(self) -> None:
+        """A database written by another layout is refused, naming the rebuild."""
+        tables = {t for (t,) in self.con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        if "position_changes" not in tables:
+            return  # a new database
+        found = None
+        if "schema_version" in tables:
+            row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+            found = row[0] if row else None
+        if found != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: written by another layout of perp-indexer (schema version "
+                f"{found if found is not None else 'before 1'}, this version reads "
+                f"{SCHEMA_VERSION}); 0.x does not migrate: move the file aside and rebuild it "
+                "with `perp-indexer backfill --config <your config>`")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_reader(database: Path, snapshot: Path) -> tuple[Store, str | None]:
+    """Open the database read-only; while a writer holds it, open the writer's snapshot.
+
+    Returns the store and, when the snapshot was used, a note saying how old it is.
+    """
+    if not database.exists():
+        raise StoreError(f"{database}: no database yet; run `perp-indexer backfill` or `sync` first")
+    try:
+        return Store(database, read_only=True), None
+    except StoreError as e:
+        if "in use" not in str(e):
+            raise
+    if not snapshot.exists():
+        raise StoreError(f"{database} is held by a running writer and it has not published a "
+                         f"snapshot yet ({snapshot}); try again in a few seconds")
+    age = time.time() - snapshot.stat().st_mtime
+    return Store(snapshot, read_only=True), (
+        f"note: {database.name} is being written by a running sync; reading its snapshot "
+        f"from {age:.0f}s ago")

@@ -1,0 +1,238 @@
+"""Writing the ledger: one range of one source committed with its checkpoint, and the positions
+it touched refreshed, in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from indexer.store.amounts import decimal18_array
+from indexer.store.sql import statement
+
+
+@dataclass(slots=True)
+class RangeRows:
+    """Everything one block range of one source produced, ready to store."""
+
+    chain_id: int
+    protocol: str
+    source: str
+    usd_decimals: int
+    #: Ledger columns (see ``indexer.types.ChangeColumns``, plus block_number, block_time,
+    #: tx_hash, log_index); amounts as raw ints.
+    changes: dict[str, list[Any]]
+    #: Funding rows: block_number, block_time, log_index, market, rate.
+    funding: dict[str, list[Any]]
+    #: Quarantine rows: block_number, tx_hash, log_index, address, topics, data, reason.
+    quarantine: list[tuple[Any, ...]]
+    #: Block headers to keep: (number, hash, parent_hash, timestamp).
+    blocks: list[tuple[int, str, str, int]]
+    #: Markets found in events: block_number, log_index, market, index/long/short token, name.
+    markets: dict[str, list[Any]] | None = None
+    #: Protocol OI updates: block_number, block_time, log_index, market, collateral_token,
+    #: is_long, unit, delta, next_value.
+    open_interest: dict[str, list[Any]] | None = None
+
+    @property
+    def change_count(self) -> int:
+        return len(self.changes["block_number"])
+
+
+_USD_COLUMNS = ("size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
+                "realized_pnl", "entry_price")
+_RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price")
+_TOKEN_COLUMNS = ("size_delta_tokens", "size_after_tokens", "collateral_delta_tokens",
+                  "collateral_after_tokens")
+#: Ledger columns passed through as they are.
+_PLAIN_COLUMNS = ("block_number", "block_time", "tx_hash", "log_index", "position_key", "account",
+                  "market", "collateral_token", "is_long", "kind", "index_token", "index_decimals",
+                  "collateral_decimals")
+#: Tables holding rows of a source keyed by block_number (deleted on replay and rollback).
+RANGE_TABLES = ("position_changes", "funding_updates", "quarantine", "markets",
+                "protocol_open_interest")
+
+
+def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
+    """The ledger rows as one Arrow table (USD and token amounts as DECIMAL(38,18), raw
+    integers as decimal strings for BIGNUM), and the quarantine rows of changes whose USD
+    amounts do not fit DECIMAL(38,18) (left out of the table)."""
+    c = rows.changes
+    n = len(c["position_key"])
+    none = [None] * n
+    data: dict[str, Any] = {name: c.get(name, none) for name in _PLAIN_COLUMNS}
+    bad: set[int] = set()
+    for name in _USD_COLUMNS:
+        data[f"{name}_usd"], overflow = decimal18_array(c[name], rows.usd_decimals)
+        bad.update(overflow)
+    for name, dec in (("size_after_tokens", "index_decimals"),
+                      ("collateral_after_tokens", "collateral_decimals")):
+        # whole tokens; NULL when decimals are unknown or it does not fit (raw kept)
+        data[name] = decimal18_array(c.get(name, none), c.get(dec, none))[0]
+    for name in _RAW_COLUMNS + _TOKEN_COLUMNS:
+        values = c.get(name, none)
+        data[f"{name}_raw"] = pa.array([None if v is None else str(v) for v in values],
+                                       pa.string())
+    table = pa.table(data)
+    if not bad:
+        return table, []
+    overflow = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
+                 (f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
+                  "DECIMAL(38,18) USD")) for i in sorted(bad)]
+    return table.filter(pa.array([i not in bad for i in range(n)])), overflow
+
+
+class LedgerWriter:
+    """The writer's ledger operations (mixed into :class:`indexer.store.Store`)."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.con)
+
+    def commit_range(self, rows: RangeRows, lo: int, hi: int, hi_hash: str, start_block: int) -> int:
+        """Store one range [lo, hi] of one source and move its checkpoint to ``hi``, atomically.
+
+        Returns the number of ledger rows written. Rows whose amounts do not fit DECIMAL(38,18)
+        go to the quarantine with the reason instead of failing the range.
+        """
+        changes, overflow = changes_table(rows)
+        quarantine = list(rows.quarantine) + overflow
+        con = self.con
+        source = {"source": rows.source}
+        ids = {"chain_id": rows.chain_id, "protocol": rows.protocol, **source}
+        with self.transaction():
+            written = 0
+            # (fetchall: a result left unfinished would block register() below)
+            ((past,),) = con.execute(statement("range_is_past_checkpoint"),
+                                     {"lo": lo, **source}).fetchall()
+            replaced: set[str] = set()
+            replay = False
+            if not past:
+                span = {"lo": lo, "hi": hi, **source}
+                replaced = {k for (k,) in con.execute(statement("keys_in_range"),
+                                                      span).fetchall()}
+                # a replay (rows in or above the range): the keys' later rows depend on it
+                replay = bool(replaced) or con.execute(statement("rows_above"),
+                                                       {"hi": hi, **source}).fetchall()[0][0]
+                for table in RANGE_TABLES:
+                    con.execute(statement("delete_range_rows", table=table), span)
+            if changes.num_rows:
+                con.register("batch_changes", changes)
+                con.execute(statement("keys_before_batch"), source)
+                ((written,),) = con.execute(statement("insert_changes"), {
+                    **ids, "usd_decimals": rows.usd_decimals}).fetchall()
+                con.unregister("batch_changes")
+            self._insert_funding(rows, ids)
+            self._insert_markets(rows, ids)
+            self._insert_open_interest(rows, ids)
+            if quarantine:
+                con.executemany(statement("insert_quarantine"),
+                                [(rows.chain_id, rows.source, *q) for q in quarantine])
+            if rows.blocks:
+                con.executemany(statement("insert_block"),
+                                [(rows.chain_id, *b) for b in rows.blocks])
+            if replay:
+                new_keys = changes.column("position_key").to_pylist() if changes.num_rows else []
+                self._refresh_keys(rows.source, replaced | set(new_keys))
+            elif written:
+                self._refresh_positions_incremental(rows.source, lo, hi)
+            con.execute("DROP TABLE IF EXISTS prev")
+            con.execute(statement("move_checkpoint"), {
+                **ids, "start_block": start_block, "block": hi, "hash": hi_hash})
+        return int(written)
+
+    def _insert_funding(self, rows: RangeRows, ids: dict[str, Any]) -> None:
+        f = rows.funding
+        if not f["market"]:
+            return
+        table = pa.table({"block_number": f["block_number"], "block_time": f["block_time"],
+                          "log_index": f["log_index"], "market": f["market"],
+                          "rate": [str(r) for r in f["rate"]]})
+        self.con.register("batch_funding", table)
+        self.con.execute(statement("insert_funding"), ids)
+        self.con.unregister("batch_funding")
+
+    def _insert_markets(self, rows: RangeRows, ids: dict[str, Any]) -> None:
+        m = rows.markets
+        if not m or not m["market"]:
+            return
+        self.con.register("batch_markets", pa.table(m))
+        self.con.execute(statement("insert_markets"), ids)
+        self.con.unregister("batch_markets")
+
+    def _insert_open_interest(self, rows: RangeRows, ids: dict[str, Any]) -> None:
+        oi = rows.open_interest
+        if not oi or not oi["market"]:
+            return
+        data = dict(oi)
+        data["next_value_usd"] = decimal18_array(
+            [v if u == "usd" else None for v, u in zip(oi["next_value"], oi["unit"], strict=True)],
+            rows.usd_decimals)[0]
+        data["delta"] = [str(v) for v in oi["delta"]]
+        data["next_value"] = [str(v) for v in oi["next_value"]]
+        self.con.register("batch_oi", pa.table(data))
+        self.con.execute(statement("insert_open_interest"), ids)
+        self.con.unregister("batch_oi")
+
+    def _refresh_positions_incremental(self, source: str, lo: int, hi: int) -> None:
+        """Fold the range's changes into positions; only ``opened_block`` needs the old row
+        (kept in the ``prev`` table by :meth:`commit_range`)."""
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE new_positions AS " + statement(
+            "positions", where="source = $source AND block_number BETWEEN $lo AND $hi"),
+            {"source": source, "lo": lo, "hi": hi})
+        con.execute(statement("keep_opened_block"))
+        con.execute(statement("delete_replaced_positions"))
+        con.execute(statement("insert_new_positions"))
+        con.execute("DROP TABLE new_positions")
+
+    def _refresh_keys(self, source: str, keys: set[str]) -> None:
+        """Recompute the positions and OI deltas of ``keys`` from their whole history in the
+        ledger (keys left without rows go)."""
+        if not keys:
+            return
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE touched_keys (position_key VARCHAR)")
+        con.register("keys_batch", pa.table({"position_key": sorted(keys)}))
+        con.execute("INSERT INTO touched_keys SELECT position_key FROM keys_batch")
+        con.unregister("keys_batch")
+        where = "source = $source AND position_key IN (SELECT position_key FROM touched_keys)"
+        con.execute(statement("fill_oi_deltas", where=where), {"source": source})
+        con.execute(f"DELETE FROM positions WHERE {where}", {"source": source})
+        con.execute("INSERT INTO positions BY NAME " + statement("positions", where=where),
+                    {"source": source})
+        con.execute("DROP TABLE touched_keys")
+
+    def rebuild_positions(self) -> int:
+        """Recompute the whole ``positions`` table from the ledger, in one set-based query and
+        one transaction (no RPC). Returns the number of ledger rows folded."""
+        con = self.con
+        with self.transaction():
+            (rows,) = con.execute("SELECT count(*) FROM position_changes").fetchone() or (0,)
+            con.execute("DELETE FROM positions")
+            con.execute("INSERT INTO positions BY NAME " + statement("positions", where="true"))
+        return int(rows)
+
+    def record_error(self, source: str, message: str) -> None:
+        """The latest error of ``source`` (``checkpoints.last_error``; a commit clears it)."""
+        self.con.execute(statement("record_error"), {"message": message[:500], "source": source})
+
+    def prune_blocks(self, chain_id: int, keep_above: int) -> None:
+        self.con.execute(statement("prune_blocks"), {"chain_id": chain_id,
+                                                     "keep_above": keep_above})
+
+
+class _Transaction:
+    """``with``: BEGIN, then COMMIT, or ROLLBACK on any exception (re-raised)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        self.con.execute("COMMIT" if kind is None else "ROLLBACK")

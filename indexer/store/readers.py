@@ -1,0 +1,120 @@
+"""Reading the store: queries, the state the engine resumes from, and the snapshot readers of a
+live database open."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from indexer.errors import StoreError
+from indexer.store.sql import statement
+from indexer.types import PreviousState
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    source: str
+    start_block: int
+    block_number: int
+    block_hash: str
+
+
+class Readers:
+    """Reads of a store's connection (mixed into :class:`indexer.store.Store`)."""
+
+    con: duckdb.DuckDBPyConnection
+    path: Path
+
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            cur = self.con.execute(sql, params or [])
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {e}") from None
+        if cur.description is None:
+            return [], []
+        return [d[0] for d in cur.description], cur.fetchall()
+
+    def _one(self, name: str, **params: Any) -> Any:
+        row = self.con.execute(statement(name), params).fetchone()
+        return row[0] if row else None
+
+    def load_checkpoint(self, source: str) -> Checkpoint | None:
+        row = self.con.execute(statement("checkpoint"), {"source": source}).fetchone()
+        return Checkpoint(*row) if row else None
+
+    def load_markets(self, source: str) -> dict[str, tuple[str, str, str]]:
+        """Markets ``source`` found in events: address -> (index, long, short token)."""
+        rows = self.con.execute(statement("markets_of_source"), {"source": source}).fetchall()
+        return {m: (i, lg, s) for m, i, lg, s in rows}
+
+    def load_previous(self, source: str, keys: list[str], before_block: int,
+                      usd_decimals: int) -> dict[str, PreviousState]:
+        """The state of each of ``keys`` after its last change below ``before_block`` (keys
+        without one are left out), for adapters whose events carry only deltas.
+
+        Read from ``positions`` when those rows are all older than ``before_block`` (the usual
+        case: the range follows the checkpoint), else from the ledger itself (a replay).
+        """
+        if not keys:
+            return {}
+        params = {"source": source, "keys": keys}
+        rows = self.con.execute(statement("previous_from_positions"), params).fetchall()
+        if any(r[-1] >= before_block for r in rows):
+            rows = self.con.execute(statement("previous_from_ledger"),
+                                    {**params, "before": before_block}).fetchall()
+        scale = 10**usd_decimals
+
+        def num(v: str | None) -> int | None:
+            return int(v) if v is not None else None
+
+        return {k: PreviousState(
+            is_long, num(size) or 0, num(coll), int(pnl * scale) if pnl is not None else None,
+            market, coll_token, num(size_usd) or 0, num(coll_tokens), num(entry))
+            for k, is_long, size, coll, pnl, market, coll_token, size_usd, coll_tokens, entry, _
+            in rows}
+
+    def load_block_time(self, chain_id: int, number: int) -> int | None:
+        value = self._one("block_time", chain_id=chain_id, number=number)
+        return int(value) if value is not None else None
+
+    def load_block_hash(self, chain_id: int, number: int) -> str | None:
+        value = self._one("block_hash", chain_id=chain_id, number=number)
+        return str(value) if value is not None else None
+
+    def publish_snapshot(self, dest: Path) -> float:
+        """Copy a consistent image of the database to ``dest`` for readers; returns seconds.
+
+        The copy runs in a child process. DuckDB's write lock is a POSIX record lock, which
+        belongs to the process: closing any descriptor of the file in this process, such as
+        one a copy opened by path, would drop it and let a second writer in."""
+        started = time.monotonic()
+        self.con.execute("CHECKPOINT")
+        tmp = dest.with_name(dest.name + ".tmp")
+        copy = subprocess.run(["cp", str(self.path), str(tmp)], capture_output=True, text=True)
+        if copy.returncode != 0:
+            raise StoreError(f"cannot publish the snapshot {dest}: {copy.stderr.strip()}")
+        os.replace(tmp, dest)
+        return time.monotonic() - started
+
+
+def lock_holder(message: str) -> str:
+    """The process holding a database, from DuckDB's lock error: ``PID 123: perp-indexer sync
+    --config x.yaml`` where the system shows its command line, else what DuckDB says."""
+    found = re.search(r"held in (.*?) \(PID (\d+)\)", message)
+    if not found:
+        return "see: " + message
+    program, pid = found.groups()
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        command = " ".join(a.decode(errors="replace") for a in argv if a)
+    except OSError:
+        command = program
+    return f"PID {pid}: {command or program}"
