@@ -5,7 +5,7 @@ by the low 11 bits of the first three byte pairs of the item's keccak256 (yellow
 block "may match" when the bloom holds one of our addresses and, for every topic position we
 filter on, one of its values. False positives happen (blooms of busy blocks are dense); false
 negatives never do, so a block that may match but for which getLogs returned nothing is fetched
-again by hash (see ``pipeline.complete_from_blooms``).
+again by hash (see ``engine.tip.complete_from_blooms``).
 """
 
 from __future__ import annotations

@@ -311,8 +311,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if live is not None:
         errors = Table("rpc endpoint", "error kind", "count", title="RPC errors since the "
                        f"daemon started ({live['uptime_seconds']:.0f}s ago)")
-        for e in live["rpc_errors"]:
-            errors.add_row(e["endpoint"], e["kind"], str(e["count"]))
+        for row in live["rpc_errors"]:
+            errors.add_row(row["endpoint"], row["kind"], str(row["count"]))
         console.print(errors if live["rpc_errors"] else "RPC errors since the daemon started: none")
     return 0
 

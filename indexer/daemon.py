@@ -169,8 +169,11 @@ def sync(states: list[ScanState], chains: dict[str, EvmChain], store: Store, unt
                     reached.append(sync_once(state, chain, store, until, file, stop, ranged,
                                              watch, reorged))
                     cp = store.load_checkpoint(name)
-                    watch.pass_done(name, cp and cp.block_number, cp and store.load_block_time(
-                        chain.config.chain_id, cp.block_number))
+                    if cp is None:
+                        watch.pass_done(name, None, None)
+                    else:
+                        watch.pass_done(name, cp.block_number, store.load_block_time(
+                            chain.config.chain_id, cp.block_number))
                     break
                 except ChainMoved as e:
                     logger.warning("%s: %s; trying again (%d/%d)", name, e, attempt,

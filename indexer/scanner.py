@@ -15,13 +15,12 @@ logger = logging.getLogger(__name__)
 FIRST_SIZE = 10
 #: Bytes of log data per answer the sizer aims below by default: it bounds the memory one range
 #: takes (a GMX v1 log is about 1 KB, a GMX v2 EventLog about 11 KB of JSON), whatever the chain's
-#: density. The pipeline derives it from ``max_memory_mb``.
+#: density. ``engine.source`` derives it from ``max_memory_mb``.
 MAX_BYTES = 100_000_000
 #: Bytes of log data per answer the sizer aims below when the memory budget would allow more.
-#: Small answers arrive sooner and hold less memory in flight, and a node spends less a log on
-#: them (anvil on GMX v2 logs, one request at a time: about 40 us of CPU a log up to 180 MB an
-#: answer, about 50 us at 360-720 MB). Consecutive answers are joined into one committed range
-#: (``pipeline.fetch_ahead``): a commit has a fixed cost, so ranges stay large.
+#: Small answers arrive sooner and hold less memory in flight, and a node spends less CPU a log
+#: on them (docs/benchmarks.md). Consecutive answers are joined into one committed range
+#: (``engine.fetch.fetch_ahead``): a commit has a fixed cost, so ranges stay large.
 REQUEST_BYTES = 16_000_000
 
 

@@ -138,11 +138,11 @@ class ChangeColumns:
     #: Signed change of size, raw USD.
     size_delta: list[int] = field(default_factory=list)
     #: Signed collateral moved in or out as the protocol reports it, raw USD.
-    collateral_delta: list[int] = field(default_factory=list)
+    collateral_delta: list[int | None] = field(default_factory=list)
     #: Position size after the change (0 once closed), raw USD.
     size_after: list[int] = field(default_factory=list)
     #: Collateral after the change, raw USD.
-    collateral_after: list[int] = field(default_factory=list)
+    collateral_after: list[int | None] = field(default_factory=list)
     #: Execution / mark price of the change, raw USD per whole index token.
     price: list[int | None] = field(default_factory=list)
     #: Fee charged by this change, raw USD.
@@ -208,9 +208,10 @@ class Change:
     is_long: bool
     kind: str
     size_delta: int
-    collateral_delta: int
+    #: None where the protocol has no per-position collateral (Perp v2's account margin).
+    collateral_delta: int | None
     size_after: int
-    collateral_after: int
+    collateral_after: int | None
     price: int | None
     fee: int
     realized_pnl: int | None = None

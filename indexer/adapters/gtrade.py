@@ -144,8 +144,9 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
                 before = made
             trade = before
             before_size, before_coll = trade.size, trade.collateral
-            kind = ("liquidation" if name_ex == "LimitExecuted" and ex["orderType"] == LIQ_CLOSE
-                    else "close")
+            liquidated = ex is not None and name_ex == "LimitExecuted" and \
+                ex["orderType"] == LIQ_CLOSE
+            kind = "liquidation" if liquidated else "close"
             if ex is not None:
                 price = ex["marketPrice"] * PRICE_SCALE
             trade.collateral, trade.leverage = 0, 0

@@ -45,7 +45,7 @@ _ONE = 10**18
 
 def keys_needed(decoded: Decoded, meta: LogMeta) -> list[str]:
     """Every position a PositionChanged / PositionClosed of the batch touches."""
-    keys = set()
+    keys: set[str] = set()
     for name in ("PositionChanged", "PositionClosed"):
         for cols in decoded.events.get(name, []):
             keys.update(map(address_pair_key, cols.fields["trader"], cols.fields["baseToken"]))

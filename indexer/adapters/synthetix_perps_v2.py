@@ -1,7 +1,7 @@
 """Synthetix Perps v2 (Optimism): decoded market and manager events -> normalized changes (pure).
 
 Each market is its own proxy contract emitting its events; the FuturesMarketManager announces
-markets with ``MarketAdded``, so markets are found at run time (``SCAN_MARKETS``): the pipeline
+markets with ``MarketAdded``, so markets are found at run time (``markets_added``): the fetch stage
 fetches a new market's logs from the block that added it. A position is (market, account);
 its key is ``keccak256(abi.encode(market, account))``. What becomes what (protocols.md 3):
 

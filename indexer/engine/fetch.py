@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from itertools import pairwise
@@ -100,7 +100,7 @@ def fetch_range(state: ScanState, rpc: Rpc, lo: int, limit: int) -> BlockRange:
 
 
 def fetch_ahead(state: ScanState, rpc: Rpc, lo: int, hi: int,
-                stop: threading.Event | None = None) -> Iterator[BlockRange]:
+                stop: threading.Event | None = None) -> Generator[BlockRange, None, None]:
     """The ranges covering [lo, hi] in order, each fetched while earlier ones are prepared and
     committed: up to ``requests_in_flight`` requests run on threads ahead of the consumer. At
     most that many answers wait, each bounded by the byte budget (backpressure, not an
@@ -117,11 +117,11 @@ def fetch_ahead(state: ScanState, rpc: Rpc, lo: int, hi: int,
     return _join_answers(answers, state.source.response_bytes, stop)
 
 
-def _join_answers(answers: Iterator[BlockRange], budget: int, stop: threading.Event | None
-                  ) -> Iterator[BlockRange]:
+def _join_answers(answers: Generator[BlockRange, None, None], budget: int, stop: threading.Event | None
+                  ) -> Generator[BlockRange, None, None]:
     batch: list[BlockRange] = []
     size = 0
-    with closing(answers):  # type: ignore[type-var]
+    with closing(answers):
         for fetched in answers:
             batch.append(fetched)
             size += fetched.log_bytes
@@ -144,7 +144,7 @@ def joined(batch: list[BlockRange]) -> BlockRange:
                       sum(f.log_bytes for f in batch), len(logs))
 
 
-def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int) -> Iterator[BlockRange]:
+def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int) -> Generator[BlockRange, None, None]:
     """The answers covering [lo, hi] in order, ``requests_in_flight`` of them fetched ahead
     (one at a time for adapters that discover markets)."""
     source = state.source

@@ -123,7 +123,7 @@ SELECT $chain_id AS chain_id, $protocol AS protocol, $source AS source, block_nu
        log_index, market, collateral_token, is_long, unit, CAST(delta AS BIGNUM) AS delta_raw,
        CAST(next_value AS BIGNUM) AS next_value_raw,
        CAST(next_value_usd AS DECIMAL(38,18)) AS next_value_usd
-FROM batch_oi;
+FROM batch_open_interest;
 
 -- name: insert_quarantine
 INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP);

@@ -65,8 +65,8 @@ def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
     data: dict[str, Any] = {name: c.get(name, none) for name in _PLAIN_COLUMNS}
     bad: set[int] = set()
     for name in _USD_COLUMNS:
-        data[f"{name}_usd"], overflow = decimal18_array(c[name], rows.usd_decimals)
-        bad.update(overflow)
+        data[f"{name}_usd"], too_large = decimal18_array(c[name], rows.usd_decimals)
+        bad.update(too_large)
     for name, dec in (("size_after_tokens", "index_decimals"),
                       ("collateral_after_tokens", "collateral_decimals")):
         # whole tokens; NULL when decimals are unknown or it does not fit (raw kept)
@@ -78,7 +78,7 @@ def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
     table = pa.table(data)
     if not bad:
         return table, []
-    overflow = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
+    overflow: list[tuple[Any, ...]] = [(c["block_number"][i], c["tx_hash"][i], c["log_index"][i], None, None, None,
                  (f"{c['kind'][i]} of {c['position_key'][i]}: an amount does not fit "
                   "DECIMAL(38,18) USD")) for i in sorted(bad)]
     return table.filter(pa.array([i not in bad for i in range(n)])), overflow
@@ -144,24 +144,24 @@ class LedgerWriter:
                 **ids, "start_block": start_block, "block": hi, "hash": hi_hash})
         return int(written)
 
+    def _insert_batch(self, name: str, table: pa.Table, ids: dict[str, Any]) -> None:
+        """Run the named insert over ``table``, registered as ``batch_<what it inserts>``."""
+        view = "batch_" + name.removeprefix("insert_")
+        self.con.register(view, table)
+        self.con.execute(statement(name), ids)
+        self.con.unregister(view)
+
     def _insert_funding(self, rows: RangeRows, ids: dict[str, Any]) -> None:
         f = rows.funding
-        if not f["market"]:
-            return
-        table = pa.table({"block_number": f["block_number"], "block_time": f["block_time"],
-                          "log_index": f["log_index"], "market": f["market"],
-                          "rate": [str(r) for r in f["rate"]]})
-        self.con.register("batch_funding", table)
-        self.con.execute(statement("insert_funding"), ids)
-        self.con.unregister("batch_funding")
+        if f.get("market"):
+            self._insert_batch("insert_funding", pa.table({
+                "block_number": f["block_number"], "block_time": f["block_time"],
+                "log_index": f["log_index"], "market": f["market"],
+                "rate": [str(r) for r in f["rate"]]}), ids)
 
     def _insert_markets(self, rows: RangeRows, ids: dict[str, Any]) -> None:
-        m = rows.markets
-        if not m or not m["market"]:
-            return
-        self.con.register("batch_markets", pa.table(m))
-        self.con.execute(statement("insert_markets"), ids)
-        self.con.unregister("batch_markets")
+        if rows.markets and rows.markets["market"]:
+            self._insert_batch("insert_markets", pa.table(rows.markets), ids)
 
     def _insert_open_interest(self, rows: RangeRows, ids: dict[str, Any]) -> None:
         oi = rows.open_interest
@@ -173,9 +173,7 @@ class LedgerWriter:
             rows.usd_decimals)[0]
         data["delta"] = [str(v) for v in oi["delta"]]
         data["next_value"] = [str(v) for v in oi["next_value"]]
-        self.con.register("batch_oi", pa.table(data))
-        self.con.execute(statement("insert_open_interest"), ids)
-        self.con.unregister("batch_oi")
+        self._insert_batch("insert_open_interest", pa.table(data), ids)
 
     def _refresh_positions_incremental(self, source: str, lo: int, hi: int) -> None:
         """Fold the range's changes into positions; only ``opened_block`` needs the old row
