@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from indexer.errors import MISSING, ConfigError, redact_url
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: The folder above the package: the source checkout in an editable install (tests and scripts
+#: use it); nothing the package itself needs is looked up here.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Below this, Python, the decoders and DuckDB alone do not fit.
 MIN_MEMORY_MB = 400
@@ -87,7 +90,7 @@ class ProtocolConfig:
     adapter: str
     chain: str
     contracts: tuple[ContractConfig, ...]
-    #: Folder of ABI JSON files (default ``abis/<adapter>``).
+    #: Folder of ABI JSON files (default ``abis/<adapter>`` inside the package).
     abi_dir: Path
     #: Token address -> decimals and symbol (optional; others are read from the token contract).
     tokens: dict[str, TokenConfig] = field(default_factory=dict)
@@ -273,7 +276,7 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
     if not contracts:
         raise ConfigError(file, r.key("contracts"), {}, "at least one contract role")
     abi = r.str("abi_dir", None)
-    abi_dir = (base / abi) if abi else REPO_ROOT / "abis" / adapter
+    abi_dir = (base / abi) if abi else default_abi_dir(adapter)
     tokens: dict[str, TokenConfig] = {}
     t = _Reader(file, r.raw("tokens", {}), r.key("tokens"))
     for addr in list(t.data):
@@ -308,6 +311,12 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
     r.done()
     return ProtocolConfig(name, adapter, chain, tuple(contracts), abi_dir.resolve(), tokens,
                           markets)
+
+
+def default_abi_dir(adapter: str) -> Path:
+    """``indexer/abis/<adapter>``, shipped as package data (found the same way installed or not)."""
+    # a wheel installs as plain files, so this is a real directory (no zip import to extract from)
+    return Path(str(resources.files("indexer") / "abis" / adapter))
 
 
 def load_config(path: str | Path) -> Config:

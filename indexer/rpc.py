@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import httpcore
 import httpx
 import msgspec
 import tenacity
@@ -63,12 +62,6 @@ _RATE_LIMITED = re.compile(
     re.IGNORECASE,
 )
 _RATE_LIMIT_CODES = {429, -32012, -32090}
-#: Bytes httpx's HTTP/1.1 layer (httpcore) asks the socket for at a time; its own default is
-#: 64 KB. Each read goes through h11's event machinery, so a 45 MB getLogs answer read 1 MB at a
-#: time takes about 80 ms of CPU instead of 110-120 (8 reads of a GMX v2 answer each, anvil).
-READ_BYTES = 1 << 20
-if isinstance(getattr(httpcore.HTTP11Connection, "READ_NUM_BYTES", None), int):
-    httpcore.HTTP11Connection.READ_NUM_BYTES = READ_BYTES  # (a class attribute of httpcore 1.x)
 _RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
 

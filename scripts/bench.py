@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from indexer.abi import encode_call, keccak, load_abi_dir
-from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
+from indexer.devnet.chain import Anvil, compile_contract, deploy, send
 from indexer.devnet.simulator import Simulator, deploy_vault, token_address
 from indexer.devnet.simulator_v2 import TOKENS, SimulatorV2, deploy_exchange
 from indexer.store import Store
@@ -66,7 +66,7 @@ def templates() -> dict[str, Any]:
         sim = Simulator(anvil.rpc, vault, anvil.accounts, seed=11, traders=30)
         sim.setup()
         sim.run(30)
-        v1_abi = load_abi_dir(ROOT / "abis" / "gmx_v1")
+        v1_abi = load_abi_dir(ROOT / "indexer" / "abis" / "gmx_v1")
         inc = v1_abi.topics_for({"IncreasePosition"})
         upd = v1_abi.topics_for({"UpdatePosition"})
         logs = all_logs(anvil, vault)
@@ -105,7 +105,7 @@ def _args(logs: list[dict[str, Any]]) -> tuple[list[list[bytes]], list[int], lis
 
 
 def build_chain(anvil: Anvil, t: dict[str, Any], events: int, per_block: int) -> dict[str, Any]:
-    compiled = compile_contract(CONTRACTS / "BenchEmitter.sol", "BenchEmitter")
+    compiled = compile_contract(ROOT / "scripts" / "BenchEmitter.sol", "BenchEmitter")
     sender = anvil.accounts[0]
     e1, e2 = deploy(anvil.rpc, sender, compiled), deploy(anvil.rpc, sender, compiled)
     topics, counts, datas = _args(t["v2_setup"])
@@ -222,9 +222,10 @@ print(json.dumps({"events": n, "seconds": time.monotonic() - started,
 
 
 def naive(url: str, chain: dict[str, Any], limit: int, work: Path) -> dict[str, Any]:
+    abis = ROOT / "indexer" / "abis"
     out = subprocess.run([sys.executable, "-c", _NAIVE, url, chain["v1"], chain["v2"],
-                          str(chain["head"]), str(limit), str(ROOT / "abis" / "gmx_v1"),
-                          str(ROOT / "abis" / "gmx_v2"), str(work / "naive.duckdb")],
+                          str(chain["head"]), str(limit), str(abis / "gmx_v1"),
+                          str(abis / "gmx_v2"), str(work / "naive.duckdb")],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"naive loop failed:\n{out.stderr[-3000:]}")

@@ -18,7 +18,7 @@ import pytest
 from indexer import rpc as rpc_module
 from indexer.bloom import may_match
 from indexer.devnet.chain import free_port
-from indexer.devnet.faultproxy import FaultProxy
+from tests.faultproxy import FaultProxy
 from indexer.metrics import fetch_health
 from indexer.store import Store
 from tests.conftest import GMX_V1_DATA, dump, run_cli, start_sync, write_config

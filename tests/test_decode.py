@@ -14,7 +14,7 @@ from indexer.rpc import as_logs, parse_range_error
 from indexer.store import decimal18_array, to_decimal18
 from tests.conftest import ROOT, logs_of
 
-ABI = load_abi_dir(ROOT / "abis" / "gmx_v1")
+ABI = load_abi_dir(ROOT / "indexer" / "abis" / "gmx_v1")
 #: topic0s as published in ../shared/protocols.md section 1.2
 PUBLISHED = {
     "IncreasePosition": "0x2fe68525253654c21998f35787a8d0f361905ef647c854092430ab65f2f15022",
@@ -42,7 +42,7 @@ def test_batch_decoder_equals_web3_on_every_recorded_vault_log(gmx_v1_logs, gmx_
     decoded = decode_logs(as_logs(logs), ABI)
     assert decoded.failures == []
     contract = Web3().eth.contract(abi=[e for e in __import__("json").loads(
-        (ROOT / "abis/gmx_v1/Vault.json").read_text()) if e["type"] == "event"])
+        (ROOT / "indexer/abis/gmx_v1/Vault.json").read_text()) if e["type"] == "event"])
     checked = 0
     for name, groups in decoded.events.items():
         event = getattr(contract.events, name)()

@@ -79,7 +79,7 @@ def _expected(typ: str, v: object) -> object:
 
 @pytest.mark.parametrize("protocol", sorted(PUBLISHED))
 def test_every_event_decodes_like_eth_abi(protocol):
-    abi = load_abi_dir(ROOT / "abis" / protocol)
+    abi = load_abi_dir(ROOT / "indexer" / "abis" / protocol)
     shapes = {(e.name, n, len(e.inputs), e.source): e for (_, n), e in abi.by_shape.items()}
     for key, topic in PUBLISHED[protocol].items():
         match = [e for k, e in shapes.items() if k[:len(key)] == key]
@@ -108,7 +108,7 @@ def test_every_event_decodes_like_eth_abi(protocol):
 
 
 def test_values_out_of_their_type_are_quarantined_not_wrapped():
-    abi = load_abi_dir(ROOT / "abis" / "synthetix_perps_v2")
+    abi = load_abi_dir(ROOT / "indexer" / "abis" / "synthetix_perps_v2")
     ev = abi.event_for(PUBLISHED["synthetix_perps_v2"][("MarketAdded", 3)], 3)
     good = _log(ev, ["0x" + "11" * 20, b"a" * 32, b"b" * 32])
     dirty = dict(good, data="0x" + "ff" * 32)  # an address word with high bytes set
@@ -127,7 +127,7 @@ def test_a_word_out_of_its_type_quarantines_only_its_log(protocol):
     """For every data word of a narrow type (uintN, intN with N < 256, bool, address) of every
     event: a batch of good logs with one whose word is just out of range decodes the good ones
     exactly and quarantines that one, naming the argument."""
-    abi = load_abi_dir(ROOT / "abis" / protocol)
+    abi = load_abi_dir(ROOT / "indexer" / "abis" / protocol)
     rng = random.Random(8)
     tried = 0
     for ev in abi.by_shape.values():

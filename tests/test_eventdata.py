@@ -22,7 +22,7 @@ from indexer.eventdata import (
 )
 from indexer.rpc import as_logs
 
-ABI = load_abi_dir(REPO_ROOT / "abis" / "gmx_v2")
+ABI = load_abi_dir(REPO_ROOT / "indexer" / "abis" / "gmx_v2")
 EVENTLOG1 = next(t for t, e in ABI.by_topic.items() if e.name == "EventLog1")
 
 

@@ -13,7 +13,7 @@ from indexer.rpc import as_logs
 from indexer.types import LogMeta
 from tests.conftest import ROOT
 
-ABI = load_abi_dir(ROOT / "abis" / "gtrade")
+ABI = load_abi_dir(ROOT / "indexer" / "abis" / "gtrade")
 USER = "0x" + "ab" * 20
 DAI = "0x" + "da" * 20
 

@@ -1,13 +1,23 @@
-"""Start anvil and compile/deploy our Solidity test contracts (tools from the repo's npm install)."""
+"""Start anvil and compile/deploy our Solidity test contracts.
+
+anvil and solc-js come from npm (package.json pins them). They are looked up in the folder
+``$PERP_INDEXER_NODE_MODULES`` names if it is set (a ``node_modules`` folder, e.g. the checkout's
+after ``scripts/setup``; nothing else is searched then), else in the source checkout's
+``node_modules`` when running from one (an editable install), else on ``PATH``. Compiled
+contracts are cached in the checkout's ``.cache/solc``, or for an installed package in
+``$XDG_CACHE_HOME/perp-indexer/solc`` (default ``~/.cache/perp-indexer/solc``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,33 +26,49 @@ from indexer.abi import encode_call
 from indexer.errors import FatalError, IndexerError
 from indexer.rpc import Rpc
 
-REPO = Path(__file__).resolve().parents[2]
+#: Names a node_modules folder holding anvil and solc-js (see the module docstring).
+NODE_MODULES_ENV = "PERP_INDEXER_NODE_MODULES"
+_ABOVE = Path(__file__).resolve().parents[2]
+#: The source checkout this package runs from (an editable install), or None when installed.
+CHECKOUT: Path | None = (_ABOVE if (_ABOVE / "pyproject.toml").is_file()
+                         and (_ABOVE / "package.json").is_file() else None)
+#: Our Solidity test contracts (package data).
 CONTRACTS = Path(__file__).resolve().parent / "contracts"
-CACHE = REPO / ".cache" / "solc"
+CACHE = (CHECKOUT / ".cache" / "solc" if CHECKOUT else
+         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "perp-indexer" / "solc")
 
 
 class ToolMissing(FatalError):
     """anvil or solc-js is not installed."""
 
 
-def _tool(name: str, candidates: list[Path]) -> str:
-    for c in candidates:
+def _tool(name: str, in_node_modules: Callable[[Path], list[Path]]) -> str:
+    named = os.environ.get(NODE_MODULES_ENV)
+    if named:
+        for c in in_node_modules(Path(named).expanduser()):
+            if c.exists():
+                return str(c)
+        raise ToolMissing(f"{name} not found in {NODE_MODULES_ENV}={named}: run `npm ci` in the "
+                          "folder above it (package.json pins anvil and solc-js)")
+    for c in in_node_modules(CHECKOUT / "node_modules") if CHECKOUT else []:
         if c.exists():
             return str(c)
     found = shutil.which(name)
     if found:
         return found
-    raise ToolMissing(f"{name} not found: run `npm ci` in {REPO} (package.json pins anvil and "
-                      "solc-js), or put it on PATH")
+    where = f"run scripts/setup (or `npm ci`) in {CHECKOUT}" if CHECKOUT else (
+        f"set {NODE_MODULES_ENV} to a node_modules folder holding them (`npm ci` in a perp-indexer "
+        "checkout: package.json pins anvil and solc-js)")
+    raise ToolMissing(f"{name} not found: {where}, or put {name} on PATH")
 
 
 def anvil_binary() -> str:
     # the real binary, not the node wrapper in node_modules/.bin (signals reach it directly)
-    return _tool("anvil", sorted(REPO.glob("node_modules/@foundry-rs/anvil-*/bin/anvil")))
+    return _tool("anvil", lambda nm: sorted(nm.glob("@foundry-rs/anvil-*/bin/anvil")))
 
 
 def solcjs_binary() -> str:
-    return _tool("solcjs", [REPO / "node_modules" / ".bin" / "solcjs"])
+    return _tool("solcjs", lambda nm: [nm / ".bin" / "solcjs"])
 
 
 def free_port() -> int:
@@ -98,7 +124,8 @@ class Compiled:
 
 
 def compile_contract(source: Path, name: str) -> Compiled:
-    """Compile with solc-js (offline), cached by source hash."""
+    """Compile contract ``name`` of the Solidity file ``source`` (any path) with solc-js
+    (offline), cached by source hash."""
     text = source.read_bytes()
     digest = hashlib.sha256(text + name.encode()).hexdigest()[:16]
     cached = CACHE / f"{name}-{digest}.json"

@@ -8,6 +8,8 @@ import threading
 import time
 from collections import Counter
 from decimal import Decimal
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -15,7 +17,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from indexer.config import REPO_ROOT, load_config
+from indexer.chains.evm import EvmChain
+from indexer.config import load_config
+from indexer.daemon import sync
 from indexer.devnet.chain import Anvil
 from indexer.devnet.simulator import SYMBOLS, Simulator, deploy_vault
 from indexer.devnet.simulator_gtrade import PAIRS, SimulatorGTrade, deploy_diamond
@@ -29,11 +33,11 @@ from indexer.devnet.simulator_synthetix import (
     deploy_market,
 )
 from indexer.devnet.simulator_v2 import MARKETS, SimulatorV2, deploy_exchange, market_address
+from indexer.engine.ranges import BlockRange
+from indexer.engine.source import ScanState, build_source
 from indexer.errors import FatalError
-from indexer.pipeline import Plan, RangeResult, build_plan
 from indexer.rpc import Rpc
 from indexer.store import Store
-from indexer.sync import sync
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,11 @@ def _skew_bar(skew: float | None, width: int = 20) -> str:
     filled = round((skew + 1) / 2 * width)
     return "[green]" + "█" * filled + "[/green][red]" + "█" * (width - filled) + f"[/red] {skew:+.2f}"
 
+
+#: The demo's config, shipped in the package next to this module.
+DEMO_CONFIG = Path(str(resources.files("indexer.devnet") / "demo.yaml"))
+#: Where the database goes unless DEMO_DATABASE says (relative to the working directory).
+DEFAULT_DATABASE = Path("data") / "demo.duckdb"
 
 LABELS = {**SYMBOLS, **{market_address(n): n for n in MARKETS},
           **{base_address(s): s for s in BASES}, **{str(p): n for p, (n, _) in PAIRS.items()}}
@@ -96,7 +105,7 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
     anvil = Anvil(accounts=traders + 5)
     stop = threading.Event()
     try:
-        # deployment order fixes the addresses configs/demo.yaml expects (nonces 0-4, then
+        # deployment order fixes the addresses demo.yaml expects (nonces 0-4, then
         # the Synthetix markets, then the gTrade diamond)
         deployed = {"gmx_v1": [deploy_vault(anvil)], "gmx_v2": [deploy_exchange(anvil)],
                     "perp_v2": [deploy_clearing_house(anvil)],
@@ -106,15 +115,18 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
         deployed["gtrade"] = [deploy_diamond(anvil)]
         vault, exchange = deployed["gmx_v1"][0], deployed["gmx_v2"][0]
         os.environ["DEMO_RPC_URL"] = anvil.url
-        cfg = load_config(REPO_ROOT / "configs" / "demo.yaml")
+        # absolute: demo.yaml would take a relative path from its own folder (in the package)
+        database = Path(os.environ.get("DEMO_DATABASE") or DEFAULT_DATABASE).expanduser()
+        os.environ["DEMO_DATABASE"] = str(database.resolve())
+        cfg = load_config(DEMO_CONFIG)
         for proto in cfg.protocols:
             expected = [c.address for c in proto.contracts]
             if deployed[proto.adapter] != expected:
                 raise FatalError(f"{proto.adapter} test contracts deployed at "
-                                 f"{deployed[proto.adapter]}, configs/demo.yaml expects {expected}")
+                                 f"{deployed[proto.adapter]}, {DEMO_CONFIG} expects {expected}")
         for path in (cfg.database, cfg.snapshot_path):
             path.unlink(missing_ok=True)  # a fresh chain: start a fresh database
-        plans: list[Plan] = [build_plan(cfg, p) for p in cfg.protocols]
+        states: list[ScanState] = [build_source(cfg, p).new_state() for p in cfg.protocols]
         sim_rpc = Rpc([anvil.url], timeout=30, max_attempts=3)
         seed = int(time.time()) % 1000
         sims: list[Any] = [
@@ -142,22 +154,22 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
         trader = threading.Thread(target=trade, name="simulator", daemon=True)
         trader.start()
         store = Store(cfg.database)
-        rpc = Rpc([anvil.url], timeout=30, max_attempts=3)
+        chain = EvmChain(cfg.chains["devnet"], Rpc([anvil.url], timeout=30, max_attempts=3))
         indexed: dict[str, int] = {}
         started = time.monotonic()
         console = Console()
         live = Live(console=console, refresh_per_second=4, screen=False) if not headless else None
         last_snapshot = [0.0]
 
-        def on_range(plan: Plan, r: RangeResult) -> None:
+        def on_range(state: ScanState, r: BlockRange) -> None:
             indexed["block"] = r.hi
             if headless:
-                logger.info("indexed blocks %d-%d: %d logs, %d changes", r.lo, r.hi, r.logs,
-                            r.changes)
+                logger.info("indexed blocks %d-%d: %d logs, %d changes", r.lo, r.hi, r.log_count,
+                            r.written)
 
         def on_idle() -> None:
             if live is not None:
-                live.update(render(store, rpc.fetch_head(),
+                live.update(render(store, chain.rpc.fetch_head(),
                                    dict(sum((sim.stats for sim in sims), Counter())), indexed))
             if time.monotonic() - last_snapshot[0] > cfg.snapshot_interval:
                 store.publish_snapshot(cfg.snapshot_path)
@@ -166,13 +178,13 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
                 stop.set()
 
         logger.info("demo: anvil at %s, test contracts %s, database %s (query it from another "
-                    "shell with `perp-indexer query --config configs/demo.yaml \"select * from "
-                    "open_interest\"` while DEMO_RPC_URL=%s)", anvil.url, deployed, cfg.database,
-                    anvil.url)
+                    "shell with `DEMO_DATABASE=%s perp-indexer query --config %s \"select * from "
+                    "open_interest\"`)", anvil.url, deployed, cfg.database, cfg.database,
+                    DEMO_CONFIG)
         try:
             if live is not None:
                 live.start()
-            sync(plans, {plans[0].chain.name: rpc}, store, None, False, cfg.file, stop,
+            sync(states, {chain.name: chain}, store, None, False, cfg.file, stop,
                  lambda: None, on_range, on_idle)
         except KeyboardInterrupt:
             stop.set()
@@ -186,7 +198,7 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
             logger.info("demo stopped: %d open positions indexed; the database stays at %s",
                         oi[0][0], cfg.database)
             store.close()
-            rpc.close()
+            chain.close()
             sim_rpc.close()
     finally:
         stop.set()
