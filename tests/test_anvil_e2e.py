@@ -22,7 +22,7 @@ from indexer.devnet.simulator import (
     token_address,
 )
 from indexer.store import Store
-from tests.conftest import ROOT, dump, run_cli, write_config
+from tests.helpers import ROOT, dump, run_cli, write_config
 
 pytestmark = pytest.mark.anvil
 

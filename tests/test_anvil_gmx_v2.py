@@ -18,7 +18,7 @@ from indexer.devnet.simulator_v2 import (
     market_address,
 )
 from indexer.store import Store
-from tests.conftest import run_cli, write_config
+from tests.helpers import run_cli, write_config
 
 pytestmark = pytest.mark.anvil
 

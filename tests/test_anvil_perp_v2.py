@@ -18,7 +18,7 @@ from indexer.devnet.simulator_perp import (
     deploy_clearing_house,
 )
 from indexer.store import Store
-from tests.conftest import (
+from tests.helpers import (
     assert_oi_view_sums_open_positions,
     backfill_and_assert_resume_equals_one_run,
     write_config,

@@ -16,7 +16,7 @@ from indexer.devnet.simulator_synthetix import (
     deploy_market,
 )
 from indexer.store import Store
-from tests.conftest import backfill_and_assert_resume_equals_one_run
+from tests.helpers import backfill_and_assert_resume_equals_one_run
 
 
 def write_config(path, url: str, managers: tuple[str, str], max_block_range: int):

@@ -21,8 +21,8 @@ from indexer.devnet.chain import free_port
 from tests.faultproxy import FaultProxy
 from indexer.metrics import fetch_health
 from indexer.store import Store
-from tests.conftest import GMX_V1_DATA, dump, run_cli, start_sync, write_config
-from tests.conftest import GMX_V1_VAULT as VAULT
+from tests.helpers import GMX_V1_DATA, dump, run_cli, start_sync, write_config
+from tests.helpers import GMX_V1_VAULT as VAULT
 
 pytestmark = pytest.mark.replay
 
@@ -157,7 +157,8 @@ def test_metrics_health_status_and_no_secret_anywhere(gmx_v1_clean, tmp_path, mo
                  "up"):
         assert f"perp_indexer_{name}" in metrics
     flat = " ".join(status.split())
-    assert "healthy" in flat and "http_503" in flat and endpoint in flat
+    assert " healthy " in f" {flat} " and "unhealthy" not in flat
+    assert "http_503" in flat and endpoint in flat
     assert "rpc retry" in out  # the faults were logged ...
     for text in (out, metrics, json.dumps(health), status):
         assert secret not in text  # ... without the key

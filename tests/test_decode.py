@@ -12,7 +12,7 @@ from web3 import Web3
 from indexer.abi import decode_logs, load_abi_dir, topic_of
 from indexer.rpc import as_logs, parse_range_error
 from indexer.store import decimal18_array, to_decimal18
-from tests.conftest import ROOT, logs_of
+from tests.helpers import ROOT, logs_of
 
 ABI = load_abi_dir(ROOT / "indexer" / "abis" / "gmx_v1")
 #: topic0s as published in ../shared/protocols.md section 1.2

@@ -11,7 +11,7 @@ import pytest
 
 from indexer.abi import decode_logs, load_abi_dir
 from indexer.types import split_types
-from tests.conftest import ROOT, logs_of
+from tests.helpers import ROOT, logs_of
 
 V10, V9 = "GNSMultiCollatDiamond.json", "GNSMultiCollatDiamond_v9.json"
 PUBLISHED = {

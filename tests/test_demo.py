@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from indexer.store import Store
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.anvil
 

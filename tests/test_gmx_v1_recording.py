@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from indexer.store import Store, to_decimal18
-from tests.conftest import dump, run_cli, write_config
+from tests.helpers import dump, run_cli, write_config
 
 pytestmark = pytest.mark.replay
 

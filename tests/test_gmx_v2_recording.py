@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from indexer.store import Store
-from tests.conftest import GMX_V2_DATA, dump, run_cli, write_config
+from tests.helpers import GMX_V2_DATA, dump, run_cli, write_config
 
 pytestmark = pytest.mark.replay
 

@@ -11,7 +11,7 @@ from indexer.adapters import gtrade
 from indexer.adapters.base import AdapterContext
 from indexer.rpc import as_logs
 from indexer.types import LogMeta
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ABI = load_abi_dir(ROOT / "indexer" / "abis" / "gtrade")
 USER = "0x" + "ab" * 20

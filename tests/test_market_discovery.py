@@ -14,7 +14,7 @@ from indexer.errors import RangeTooLarge
 from indexer.engine.fetch import fetch_logs
 from indexer.engine.source import build_source
 from indexer.rpc import as_logs
-from tests.conftest import write_config
+from tests.helpers import write_config
 
 MANAGER = "0x" + "aa" * 20
 MARKET = "0x" + "bb" * 20

@@ -13,7 +13,7 @@ from eth_abi import decode, encode
 from eth_utils import keccak
 
 from indexer.store import Store
-from tests.conftest import SHARED, assert_oi_view_sums_open_positions, dump, run_cli, write_config
+from tests.helpers import SHARED, assert_oi_view_sums_open_positions, dump, run_cli, write_config
 
 pytestmark = pytest.mark.replay
 

@@ -25,7 +25,7 @@ from indexer.engine.source import build_source
 from indexer.rpc import Rpc
 from indexer.store import Store
 from indexer.daemon import sync
-from tests.conftest import ROOT, dump, run_cli, start_sync, write_config
+from tests.helpers import ROOT, dump, run_cli, start_sync, write_config
 
 pytestmark = pytest.mark.anvil
 
@@ -109,7 +109,12 @@ def test_reorg_replacing_blocks_with_events_while_the_daemon_runs(tmp_path, gmx_
         old_tip = anvil.rpc.fetch_head()
         caught_up()
         assert anvil.rpc.call("evm_revert", [snap]) is True
-        time.sleep(0.6)  # a few polls with the node below our checkpoint: a wait, not a reorg
+        # the daemon polls a node below its checkpoint: it waits (not a reorg), as /health says
+        deadline = time.monotonic() + 30
+        while not any(p["node_behind"] for p in (fetch_health("127.0.0.1", port) or {}).get(
+                "protocols", {}).values()):
+            assert time.monotonic() < deadline, "the daemon never reported the node behind it"
+            time.sleep(0.05)
         sim.ids.clear()
         sim.rng.seed(99)
         sim.run(25)  # a longer, different branch

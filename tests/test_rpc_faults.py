@@ -27,8 +27,8 @@ from indexer.errors import AnswerTooLarge, RpcError, StoreError
 from indexer.rpc import Rpc, is_rate_limit, parse_range_error
 from indexer.scanner import RangeSizer
 from indexer.store import Store
-from tests.conftest import GMX_V1_VAULT as VAULT
-from tests.conftest import dump, run_cli, write_config
+from tests.helpers import GMX_V1_VAULT as VAULT
+from tests.helpers import dump, run_cli, write_config
 
 pytestmark = pytest.mark.replay
 

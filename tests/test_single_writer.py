@@ -13,21 +13,22 @@ import urllib.request
 import pytest
 
 from indexer.devnet.chain import free_port
-from tests.conftest import GMX_V1_VAULT as VAULT
-from tests.conftest import ROOT, dump, run_cli, start_sync, write_config
+from tests.helpers import GMX_V1_VAULT as VAULT
+from tests.helpers import ROOT, dump, run_cli, start_sync, write_config
 
 pytestmark = pytest.mark.replay
 
 LAST = 1289  # the recording's last block
 
 
-def second_writer(*argv: str) -> subprocess.CompletedProcess[str]:
+def second_writer(argv: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "indexer", *argv], cwd=ROOT, text=True,
-                          capture_output=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
+                          capture_output=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "400", **env})
 
 
-def assert_refused(daemon_pid: int, *argv: str) -> None:
-    done = second_writer(*argv)
+def assert_refused(daemon_pid: int, *argv: str, **env: str) -> None:
+    done = second_writer(argv, env)
     assert done.returncode == 1, done.stderr
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, done.stderr
@@ -67,6 +68,9 @@ def test_a_second_writer_is_refused_while_the_daemon_lives(gmx_v1_clean, tmp_pat
         assert "snapshot" in capsys.readouterr().err
         assert_refused(daemon.pid, "backfill", "--config", str(cfg), "--no-progress")
         assert_refused(daemon.pid, "sync", "--config", str(cfg))
+        # the demo's database is DEMO_DATABASE: refused before it starts a chain or clears data
+        assert_refused(daemon.pid, "demo", "--no-ui", "--duration", "5",
+                       DEMO_DATABASE=str(tmp_path / "db.duckdb"))
         assert daemon.poll() is None
 
         out, _ = daemon.communicate(timeout=300)

@@ -102,6 +102,19 @@ def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, in
 
 
 def run_demo(duration: float | None = None, traders: int = 30, headless: bool = False) -> int:
+    # absolute: demo.yaml would take a relative path from its own folder (in the package)
+    database = Path(os.environ.get("DEMO_DATABASE") or DEFAULT_DATABASE).expanduser().resolve()
+    os.environ["DEMO_DATABASE"] = str(database)
+    # the demo is its database's writer from the start: refused while another process holds it,
+    # before anything of that process's data is touched
+    store = Store(database)
+    try:
+        return _run(store, duration, traders, headless)
+    finally:
+        store.close()
+
+
+def _run(store: Store, duration: float | None, traders: int, headless: bool) -> int:
     anvil = Anvil(accounts=traders + 5)
     stop = threading.Event()
     try:
@@ -115,17 +128,14 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
         deployed["gtrade"] = [deploy_diamond(anvil)]
         vault, exchange = deployed["gmx_v1"][0], deployed["gmx_v2"][0]
         os.environ["DEMO_RPC_URL"] = anvil.url
-        # absolute: demo.yaml would take a relative path from its own folder (in the package)
-        database = Path(os.environ.get("DEMO_DATABASE") or DEFAULT_DATABASE).expanduser()
-        os.environ["DEMO_DATABASE"] = str(database.resolve())
         cfg = load_config(DEMO_CONFIG)
         for proto in cfg.protocols:
             expected = [c.address for c in proto.contracts]
             if deployed[proto.adapter] != expected:
                 raise FatalError(f"{proto.adapter} test contracts deployed at "
                                  f"{deployed[proto.adapter]}, {DEMO_CONFIG} expects {expected}")
-        for path in (cfg.database, cfg.snapshot_path):
-            path.unlink(missing_ok=True)  # a fresh chain: start a fresh database
+        store.reset()  # a fresh chain: a fresh database
+        cfg.snapshot_path.unlink(missing_ok=True)
         states: list[ScanState] = [build_source(cfg, p).new_state() for p in cfg.protocols]
         sim_rpc = Rpc([anvil.url], timeout=30, max_attempts=3)
         seed = int(time.time()) % 1000
@@ -153,7 +163,6 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
 
         trader = threading.Thread(target=trade, name="simulator", daemon=True)
         trader.start()
-        store = Store(cfg.database)
         chain = EvmChain(cfg.chains["devnet"], Rpc([anvil.url], timeout=30, max_attempts=3))
         indexed: dict[str, int] = {}
         started = time.monotonic()
@@ -197,7 +206,6 @@ def run_demo(duration: float | None = None, traders: int = 30, headless: bool = 
             _, oi = store.query("SELECT count(*) FROM positions WHERE status = 'open'")
             logger.info("demo stopped: %d open positions indexed; the database stays at %s",
                         oi[0][0], cfg.database)
-            store.close()
             chain.close()
             sim_rpc.close()
     finally:

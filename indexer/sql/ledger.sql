@@ -204,3 +204,8 @@ UPDATE checkpoints SET last_error = $message WHERE source = $source;
 
 -- name: prune_blocks
 DELETE FROM blocks WHERE chain_id = $chain_id AND number < $keep_above;
+
+-- name: tables
+-- The tables holding data (the layout version stays).
+SELECT table_name FROM information_schema.tables
+WHERE table_type = 'BASE TABLE' AND table_schema = 'main' AND table_name <> 'schema_version';

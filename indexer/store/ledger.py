@@ -214,6 +214,12 @@ class LedgerWriter:
             con.execute("INSERT INTO positions BY NAME " + statement("positions", where="true"))
         return int(rows)
 
+    def reset(self) -> None:
+        """Delete every row of every table, in one transaction (the demo's fresh start)."""
+        with self.transaction():
+            for (table,) in self.con.execute(statement("tables")).fetchall():
+                self.con.execute(f"DELETE FROM {table}")
+
     def record_error(self, source: str, message: str) -> None:
         """The latest error of ``source`` (``checkpoints.last_error``; a commit clears it)."""
         self.con.execute(statement("record_error"), {"message": message[:500], "source": source})
