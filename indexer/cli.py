@@ -40,7 +40,7 @@ from indexer.backfill import backfill
 from indexer.chains.evm import EvmChain
 from indexer.daemon import sync
 from indexer.engine.ranges import BlockRange
-from indexer.engine.source import DUCKDB_SHARE, ScanState, build_source
+from indexer.engine.source import DUCKDB_SHARE, ScanState, Tuning, build_source
 from indexer.metrics import Metrics, fetch_health, serve
 from indexer.reorg import ReorgTooDeep
 from indexer.rpc import Rpc
@@ -80,19 +80,19 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def _chains(states: list[ScanState]) -> dict[str, EvmChain]:
+def _chains(states: list[ScanState], tuning: Tuning) -> dict[str, EvmChain]:
     out: dict[str, EvmChain] = {}
     for state in states:
         c = state.source.chain
         if c.name not in out:
-            out[c.name] = EvmChain.connect(c)
+            out[c.name] = EvmChain.connect(c, tuning)
     return out
 
 
-def _states(cfg: Config, only: str | None = None) -> list[ScanState]:
+def _states(cfg: Config, tuning: Tuning, only: str | None = None) -> list[ScanState]:
     """A fresh scan state of each source of the config (or of the one named ``only``)."""
     entries = [cfg.protocol(only)] if only else list(cfg.protocols)
-    return [build_source(cfg, e).new_state() for e in entries]
+    return [build_source(cfg, e, tuning).new_state() for e in entries]
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -100,8 +100,8 @@ def _states(cfg: Config, only: str | None = None) -> list[ScanState]:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    states = _states(cfg, args.protocol)
-    chains = _chains(states)
+    states = _states(cfg, args.tuning, args.protocol)
+    chains = _chains(states, args.tuning)
     store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
     last_snapshot = [time.monotonic()]
     try:
@@ -150,8 +150,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    states = _states(cfg)
-    chains = _chains(states)
+    states = _states(cfg, args.tuning)
+    chains = _chains(states, args.tuning)
     store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
     last = [0.0]
 
@@ -365,9 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, tuning: Tuning = Tuning()) -> int:
+    """Run the command ``argv``; ``tuning`` is the engine's (tests shorten it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.tuning = tuning
     _setup_logging(args.verbose)
     try:
         return int(args.func(args))

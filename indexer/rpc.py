@@ -14,11 +14,12 @@ faster than stdlib JSON objects, and smaller in memory.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -195,15 +196,13 @@ def _rate_limit_reply(reply: Any) -> str | None:
     return messages[0] if messages else None
 
 
-_BACKOFF = tenacity.wait_exponential_jitter(multiplier=0.25, max=15.0, jitter=0.5)
+#: Seconds to wait before retry number n (1, 2, ...) of a request.
+Backoff = Callable[[int], float]
 
 
-def _wait(retry_state: tenacity.RetryCallState) -> float:
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
-    backoff = _BACKOFF(retry_state)
-    if isinstance(exc, _Transient) and exc.retry_after is not None:
-        return max(min(exc.retry_after, 60.0), backoff)
-    return backoff
+def exponential_backoff(attempt: int) -> float:
+    """0.25 s doubling up to 15 s, plus up to 0.5 s of jitter."""
+    return min(0.25 * 2 ** (attempt - 1) + random.uniform(0, 0.5), 15.0)
 
 
 #: After failing over, go back to the first URL after this many seconds.
@@ -221,12 +220,17 @@ class Rpc:
     ``errors`` counts failures by (redacted endpoint, kind).
     """
 
-    def __init__(self, urls: Sequence[str], timeout: float = 30.0, max_attempts: int = 5) -> None:
+    def __init__(self, urls: Sequence[str], timeout: float = 30.0, max_attempts: int = 5, *,
+                 backoff: Backoff = exponential_backoff,
+                 recover_after: float = RECOVER_AFTER) -> None:
+        """``backoff`` and ``recover_after`` are the retry timing (tests shorten them)."""
         if not urls:
             raise ValueError("at least one RPC URL is needed")
         self.urls = list(urls)
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.recover_after = recover_after
         self._active = 0
         self._switched_at = 0.0
         self._ids = 0
@@ -291,19 +295,27 @@ class Rpc:
             raise _Transient(f"rate limited: {limited[:200]}", "rate_limited")
         return reply
 
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        """The backoff, or the server's ``Retry-After`` when longer (at most a minute)."""
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        backoff = self.backoff(retry_state.attempt_number)
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return max(min(exc.retry_after, 60.0), backoff)
+        return backoff
+
     def _post(self, payload: Any, what: str, decode: Any = None,
               max_bytes: int | None = None) -> Any:
         body = _JSON_ENCODER.encode(payload)
         last: Exception | None = None
         start = self._active
-        if start and time.monotonic() - self._switched_at > RECOVER_AFTER:
+        if start and time.monotonic() - self._switched_at > self.recover_after:
             start = 0  # give the first URL another chance
         for shift in range(len(self.urls)):
             index = (start + shift) % len(self.urls)
             url = self.urls[index]
             retrying = tenacity.Retrying(
                 stop=tenacity.stop_after_attempt(self.max_attempts),
-                wait=_wait,
+                wait=self._wait,
                 retry=tenacity.retry_if_exception_type(_Transient),
                 reraise=True,
                 before_sleep=lambda rs, url=url: logger.warning(

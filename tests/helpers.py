@@ -15,6 +15,7 @@ import httpx
 from indexer import adapters
 from indexer.cli import main
 from indexer.devnet.chain import free_port
+from indexer.engine.source import Tuning
 from indexer.rpc import Rpc
 from indexer.store import Store
 
@@ -135,8 +136,8 @@ def assert_oi_view_sums_open_positions(store: Store) -> None:
         m: (lg or 0, sh or 0) for m, lg, sh in by_size}
 
 
-def run_cli(*args: str) -> int:
-    return main(list(args))
+def run_cli(*args: str, tuning: Tuning = Tuning()) -> int:
+    return main(list(args), tuning)
 
 
 def backfill_and_assert_resume_equals_one_run(tmp_path: Path, cfg: Path, rpc: Rpc) -> None:

@@ -15,12 +15,11 @@ import urllib.request
 
 import pytest
 
-from indexer import rpc as rpc_module
 from indexer.bloom import may_match
 from indexer.devnet.chain import free_port
-from tests.faultproxy import FaultProxy
 from indexer.metrics import fetch_health
 from indexer.store import Store
+from tests.faultproxy import FaultProxy
 from tests.helpers import GMX_V1_DATA, dump, run_cli, start_sync, write_config
 from tests.helpers import GMX_V1_VAULT as VAULT
 
@@ -106,13 +105,12 @@ def test_kill_9_of_the_daemon_following_a_growing_head(gmx_v1_clean, tmp_path, r
     assert dump(tmp_path / "db.duckdb") == want
 
 
-def test_metrics_health_status_and_no_secret_anywhere(gmx_v1_clean, tmp_path, monkeypatch, capsys):
+def test_metrics_health_status_and_no_secret_anywhere(gmx_v1_clean, tmp_path, capsys):
     """A daemon behind a faulty proxy, its URL carrying an API key in the path and the query:
     /metrics and /health report lag, range size, rows, errors by endpoint and kind; `status`
     shows the same table; the key is in no output, metric, log line or database file."""
     node, want = gmx_v1_clean
     assert want["checkpoints"][0][4] == LAST
-    monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.01)
     proxy = FaultProxy(node.url, rate=0.2, seed=2, kinds=("429", "503", "drop", "truncated"))
     secret = "sk_live_9f8e7d6c5b4a"
     port = free_port()

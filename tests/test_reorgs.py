@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from indexer.config import load_config
-from indexer.devnet.chain import Anvil, free_port
-from tests.faultproxy import FaultProxy
-from indexer.devnet.simulator import Simulator, deploy_vault
-from indexer.metrics import fetch_health
 from indexer.chains.evm import MIN_REORG_WINDOW, EvmChain
+from indexer.config import load_config
+from indexer.daemon import sync
+from indexer.devnet.chain import Anvil, free_port
+from indexer.devnet.simulator import Simulator, deploy_vault
 from indexer.engine.source import build_source
+from indexer.metrics import fetch_health
 from indexer.rpc import Rpc
 from indexer.store import Store
-from indexer.daemon import sync
+from tests.faultproxy import FaultProxy
 from tests.helpers import ROOT, dump, run_cli, start_sync, write_config
 
 pytestmark = pytest.mark.anvil

@@ -19,16 +19,19 @@ from itertools import pairwise
 import pytest
 
 from indexer import backfill as backfill_module
-from indexer.engine import fetch as engine_fetch
-from indexer.engine import source as engine_source
 from indexer import rpc as rpc_module
-from tests.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
+from indexer.engine import fetch as engine_fetch
+from indexer.engine.source import Tuning
 from indexer.errors import AnswerTooLarge, RpcError, StoreError
 from indexer.rpc import Rpc, is_rate_limit, parse_range_error
 from indexer.scanner import RangeSizer
 from indexer.store import Store
+from tests.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
 from tests.helpers import GMX_V1_VAULT as VAULT
 from tests.helpers import dump, run_cli, write_config
+
+#: Retries without waiting (the faults are injected, not real load).
+QUICK_RETRIES = Tuning(backoff=lambda attempt: 0.01)
 
 pytestmark = pytest.mark.replay
 
@@ -103,18 +106,18 @@ def test_rate_limit_errors_are_transient_not_range_errors(code, message):
     assert is_rate_limit(code, message) and parse_range_error(code, message, None) is None
 
 
-def _backfill_through(proxy: FaultProxy, tmp_path, **chain) -> dict:
+def _backfill_through(proxy: FaultProxy, tmp_path, tuning: Tuning = Tuning(), **chain) -> dict:
     cfg = write_config(tmp_path / "c.yaml", proxy.url, VAULT, 0, **chain)
-    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress", tuning=tuning) == 0
     return dump(tmp_path / "db.duckdb")
 
 
-def test_backfill_through_every_fault_equals_a_clean_run(gmx_v1_clean, tmp_path, monkeypatch):
+def test_backfill_through_every_fault_equals_a_clean_run(gmx_v1_clean, tmp_path):
     node, want = gmx_v1_clean
-    monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.01)  # keep the test fast
     proxy = FaultProxy(node.url, rate=0.35, seed=11, hang=1.5)
     try:
-        got = _backfill_through(proxy, tmp_path, max_block_range=25, request_timeout=0.5,
+        got = _backfill_through(proxy, tmp_path, QUICK_RETRIES, max_block_range=25,
+                                request_timeout=0.5,
                                 max_attempts=12)
     finally:
         proxy.stop()
@@ -140,7 +143,6 @@ def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
     a clean run."""
     node, want = gmx_v1_clean
     budget = 40_000  # about 40 GMX v1 logs
-    monkeypatch.setattr(engine_source, "response_budget", lambda mb, in_flight: budget)
     kept, dropped = [], []
     real = Rpc.fetch_logs
 
@@ -156,7 +158,8 @@ def test_answers_over_the_memory_budget_are_dropped_and_split_losing_nothing(
     monkeypatch.setattr(Rpc, "fetch_logs", fetch_logs)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000,
                        requests_in_flight=3)
-    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress",
+                   tuning=Tuning(response_bytes=budget)) == 0
     assert dump(tmp_path / "db.duckdb") == want
     assert dropped and all(size > budget for size in dropped)
     assert all(m == budget for _, m, _, _ in kept)
@@ -185,9 +188,8 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     sooner and hold less memory, a commit has a fixed cost. The result equals a clean run."""
     node, want = gmx_v1_clean
     budget, request = 60_000, 12_000  # about 60 and 12 GMX v1 logs
-    monkeypatch.setattr(engine_source, "response_budget", lambda mb, in_flight: budget)
-    monkeypatch.setattr(engine_source, "REQUEST_BYTES", request)
-    monkeypatch.setattr(engine_source, "COMMIT_ROWS", 1)  # each range committed alone
+    # each range committed alone
+    tuning = Tuning(response_bytes=budget, request_bytes=request, commit_rows=1)
     answers = []
     real_fetch = Rpc.fetch_logs
 
@@ -200,7 +202,7 @@ def test_small_answers_are_joined_into_large_ranges_losing_nothing(
     ranges = _record_commits(monkeypatch)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000,
                        requests_in_flight=2)
-    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress", tuning=tuning) == 0
     assert dump(tmp_path / "db.duckdb") == want
     # answers aim at the request size (density varies: some exceed it), never over the budget
     sizes = sorted(size for _, _, size in answers if size)
@@ -222,8 +224,7 @@ def test_small_ranges_are_committed_together_losing_nothing(
     result equals a clean run."""
     node, want = gmx_v1_clean
     target = 40  # ledger rows a commit gathers (the recording holds 269)
-    monkeypatch.setattr(engine_source, "response_budget", lambda mb, in_flight: 20_000)
-    monkeypatch.setattr(engine_source, "COMMIT_ROWS", target)
+    tuning = Tuning(response_bytes=20_000, commit_rows=target)
     prepared = []
     real_prepare = backfill_module.prepare
 
@@ -235,7 +236,7 @@ def test_small_ranges_are_committed_together_losing_nothing(
     monkeypatch.setattr(backfill_module, "prepare", prepare)
     commits = _record_commits(monkeypatch)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000)
-    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress", tuning=tuning) == 0
     assert dump(tmp_path / "db.duckdb") == want
     assert all(a[1] + 1 == b[0] for a, b in pairwise(commits))
     assert commits[0][0] == prepared[0][0] and commits[-1][1] == prepared[-1][1]
@@ -247,11 +248,10 @@ def test_small_ranges_are_committed_together_losing_nothing(
     assert len(commits) < len(prepared) // 2
 
 
-def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean, monkeypatch):
+def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean):
     node, _ = gmx_v1_clean
-    monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
     proxy = FaultProxy(node.url, rate=1.0, kinds=("429", "rate_limit_jsonrpc"))
-    client = Rpc([proxy.url], timeout=5, max_attempts=3)
+    client = Rpc([proxy.url], timeout=5, max_attempts=3, backoff=lambda attempt: 0.0)
     try:
         with pytest.raises(rpc_module.RpcUnavailable):
             client.fetch_head()
@@ -266,17 +266,17 @@ def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean, monkeypat
         proxy.stop()
 
 
-def test_failover_and_back_to_the_first_endpoint(gmx_v1_clean, monkeypatch):
+def test_failover_and_back_to_the_first_endpoint(gmx_v1_clean):
     node, _ = gmx_v1_clean
-    monkeypatch.setattr(rpc_module, "_BACKOFF", lambda rs: 0.0)
     dead = FaultProxy(node.url, rate=1.0, kinds=("503",))
-    client = Rpc([dead.url, node.url], timeout=5, max_attempts=2)
+    client = Rpc([dead.url, node.url], timeout=5, max_attempts=2, backoff=lambda attempt: 0.0,
+                 recover_after=0.5)
     try:
         head = client.fetch_head()
         assert client._active == 1 and dead.requests == 2
         dead.rate = 0.0
         assert client.fetch_head() == head and client._active == 1  # not yet
-        monkeypatch.setattr(rpc_module, "RECOVER_AFTER", 0.0)
+        time.sleep(0.6)  # past recover_after
         assert client.fetch_head() == head and client._active == 0 and dead.requests == 3
     finally:
         client.close()
@@ -339,7 +339,7 @@ def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_noth
     fails there stops the backfill with its error (exit 1), the ranges committed before it stay
     with their checkpoint, and the next run ends equal to the clean run."""
     node, want = gmx_v1_clean
-    monkeypatch.setattr(engine_source, "COMMIT_ROWS", 1)  # each range committed alone (as dense ones are)
+    alone = Tuning(commit_rows=1)  # each range committed alone (as dense ones are)
     real = Store.commit_range
     calls = []
 
@@ -351,7 +351,7 @@ def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_noth
 
     monkeypatch.setattr(Store, "commit_range", failing)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=50)
-    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 1
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress", tuning=alone) == 1
     assert len(calls) == 3 and all(name.startswith("commit") for name in calls)
     store = Store(tmp_path / "db.duckdb", read_only=True)
     try:
@@ -362,5 +362,5 @@ def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_noth
         store.close()
     assert 0 < checkpoint and above == 0
     monkeypatch.setattr(Store, "commit_range", real)
-    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 0
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress", tuning=alone) == 0
     assert dump(tmp_path / "db.duckdb") == want

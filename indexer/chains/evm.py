@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from indexer.config import ChainConfig
+from indexer.engine.source import Tuning
 from indexer.errors import BlockMissing, ChainMismatch, RpcError
 from indexer.rpc import Rpc
 
@@ -26,8 +27,9 @@ class EvmChain:
         self.finality_tags = True
 
     @classmethod
-    def connect(cls, config: ChainConfig) -> EvmChain:
-        return cls(config, Rpc(config.rpc_urls, config.request_timeout, config.max_attempts))
+    def connect(cls, config: ChainConfig, tuning: Tuning = Tuning()) -> EvmChain:
+        return cls(config, Rpc(config.rpc_urls, config.request_timeout, config.max_attempts,
+                               backoff=tuning.backoff, recover_after=tuning.recover_after))
 
     @property
     def name(self) -> str:

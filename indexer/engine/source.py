@@ -11,6 +11,7 @@ from indexer.abi import AbiEvents, keccak, load_abi_dir
 from indexer.adapters.base import Adapter
 from indexer.config import ChainConfig, Config, ProtocolConfig
 from indexer.errors import AbiError
+from indexer.rpc import RECOVER_AFTER, Backoff, exponential_backoff
 from indexer.scanner import MAX_BYTES, REQUEST_BYTES, RangeSizer
 
 #: Ledger rows a commit aims at while catching up: consecutive prepared ranges with fewer are
@@ -22,6 +23,23 @@ COMMIT_MB = COMMIT_ROWS * 1_200 // 1_000_000
 DUCKDB_SHARE = 4
 #: What Python, the libraries and the decoders' working set take besides the logs held, in MB.
 BASE_MB = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The engine's sizes and timings that are not configuration: the defaults serve every
+    user; tests pass smaller ones (``cli.main(argv, tuning=...)``) to reach their edge cases
+    quickly."""
+
+    #: Ledger rows a commit gathers while catching up (0: each range alone).
+    commit_rows: int = COMMIT_ROWS
+    #: Bytes of logs an answer may hold (None: derived from ``max_memory_mb``).
+    response_bytes: int | None = None
+    #: Bytes of logs the sizer aims each answer below (see ``scanner.REQUEST_BYTES``).
+    request_bytes: int = REQUEST_BYTES
+    #: RPC retry timing (see ``rpc.Rpc``).
+    backoff: Backoff = exponential_backoff
+    recover_after: float = RECOVER_AFTER
 
 
 def response_budget(max_memory_mb: int, in_flight: int) -> int:
@@ -51,6 +69,8 @@ class Source:
     response_bytes: int = MAX_BYTES
     #: Ledger rows a commit gathers while catching up (0: each range is committed alone).
     commit_rows: int = COMMIT_ROWS
+    #: Bytes of logs the sizer aims each answer below.
+    request_bytes: int = REQUEST_BYTES
 
     @property
     def name(self) -> str:
@@ -78,7 +98,7 @@ class ScanState:
     def __post_init__(self) -> None:
         src = self.source
         self.sizer = RangeSizer(src.chain.max_block_range,
-                                max_bytes=min(src.response_bytes, REQUEST_BYTES))
+                                max_bytes=min(src.response_bytes, src.request_bytes))
         self.decimals.update({t.address: t.decimals for t in src.config.tokens.values()})
         self._configured_markets()
 
@@ -113,7 +133,7 @@ class ScanState:
         return contracts + sorted(set(self.markets) - set(contracts))
 
 
-def build_source(cfg: Config, entry: ProtocolConfig) -> Source:
+def build_source(cfg: Config, entry: ProtocolConfig, tuning: Tuning = Tuning()) -> Source:
     """Resolve adapter, ABI and filters; config and ABI problems raise ConfigError / AbiError."""
     index = cfg.protocols.index(entry)
     adapter = adapters.load(entry.adapter, cfg.file, f"protocols[{index}].adapter")
@@ -128,7 +148,8 @@ def build_source(cfg: Config, entry: ProtocolConfig) -> Source:
     if adapter.event_names:
         topics.append(sorted("0x" + keccak(n.encode()).hex() for n in adapter.event_names))
     chain = cfg.chains[entry.chain]
+    budget = tuning.response_bytes or response_budget(cfg.max_memory_mb, chain.requests_in_flight)
     return Source(entry, chain, adapter, abi,
                   tuple(dict.fromkeys(c.address for c in entry.contracts)), topics,
-                  response_bytes=response_budget(cfg.max_memory_mb, chain.requests_in_flight),
-                  commit_rows=COMMIT_ROWS)
+                  response_bytes=budget, commit_rows=tuning.commit_rows,
+                  request_bytes=tuning.request_bytes)
