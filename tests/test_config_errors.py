@@ -7,8 +7,8 @@ import json
 import pytest
 
 from indexer.config import load_config
-from indexer.errors import ConfigError
 from indexer.engine.source import build_source
+from indexer.errors import ConfigError
 from tests.helpers import ROOT, run_cli, write_config
 
 VAULT = "0x1f61eA50e2B7dd00A11b55Fa91137033a345Ee15"

@@ -10,9 +10,9 @@ import eth_abi
 
 from indexer.abi import topic_of
 from indexer.config import load_config
-from indexer.errors import RangeTooLarge
 from indexer.engine.fetch import fetch_logs
 from indexer.engine.source import build_source
+from indexer.errors import RangeTooLarge
 from indexer.rpc import as_logs
 from tests.helpers import write_config
 
