@@ -34,13 +34,13 @@ from rich.progress import (
 from rich.table import Table
 
 from indexer import __version__
-from indexer.config import Config, load_config
-from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
 from indexer.backfill import backfill
 from indexer.chains.evm import EvmChain
+from indexer.config import Config, load_config
 from indexer.daemon import sync
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import DUCKDB_SHARE, ScanState, Tuning, build_source
+from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
 from indexer.metrics import Metrics, fetch_health, serve
 from indexer.reorg import ReorgTooDeep
 from indexer.rpc import Rpc

@@ -7,6 +7,7 @@ Unknown keys are errors.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from dataclasses import dataclass, field
@@ -179,7 +180,8 @@ class _Reader:
             raise ConfigError(self.file, self.key(name), value, expected)
         return value
 
-    def int(self, name: str, default: Any = MISSING, minimum: int = 0) -> int:
+    def int(self, name: builtins.str, default: Any = MISSING, minimum: builtins.int = 0) -> Any:
+        """An integer >= ``minimum`` (or ``default``, which may be None)."""
         value = self.raw(name, default)
         if value is None and default is None:
             return value
@@ -189,7 +191,8 @@ class _Reader:
             raise ConfigError(self.file, self.key(name), value, f"an integer >= {minimum}")
         return value
 
-    def float(self, name: str, default: Any = MISSING, minimum: float = 0.0) -> float:
+    def float(self, name: builtins.str, default: Any = MISSING,
+              minimum: builtins.float = 0.0) -> builtins.float:
         value = self.raw(name, default)
         try:
             number = float(value) if not isinstance(value, bool) else None
@@ -199,7 +202,7 @@ class _Reader:
             raise ConfigError(self.file, self.key(name), value, f"a number > {minimum:g}")
         return number
 
-    def bool(self, name: str, default: Any = MISSING) -> bool:
+    def bool(self, name: builtins.str, default: Any = MISSING) -> builtins.bool:
         value = self.raw(name, default)
         if isinstance(value, str) and value.lower() in ("true", "false"):
             value = value.lower() == "true"

@@ -16,6 +16,7 @@ bytes as ``bytes``, strings as ``str``. A key repeated within one group keeps it
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any
 
@@ -59,14 +60,14 @@ class EventData:
     address_array: dict[str, list[str]]
     uint: dict[str, int]
     uint_array: dict[str, list[int]]
-    int: dict[str, int]
-    int_array: dict[str, list[int]]
-    bool: dict[str, bool]
-    bool_array: dict[str, list[bool]]
+    int: dict[str, builtins.int]
+    int_array: dict[str, list[builtins.int]]
+    bool: dict[str, builtins.bool]
+    bool_array: dict[str, list[builtins.bool]]
     bytes32: dict[str, str]
     bytes32_array: dict[str, list[str]]
-    bytes: dict[str, bytes]
-    bytes_array: dict[str, list[bytes]]
+    bytes: dict[str, builtins.bytes]
+    bytes_array: dict[str, list[builtins.bytes]]
     string: dict[str, str]
     string_array: dict[str, list[str]]
 
@@ -78,7 +79,7 @@ class EventData:
     def groups(self) -> list[tuple[dict[str, Any], dict[str, list[Any]]]]:
         return [(getattr(self, g), getattr(self, g + "_array")) for g in GROUPS]
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object) -> builtins.bool:
         return isinstance(other, EventData) and self.groups() == other.groups()
 
     def __repr__(self) -> str:
@@ -340,7 +341,7 @@ def _walk(data: bytes, slots: list[tuple[int, int, str | None, int]],
                 arrays[name] = [read(vfirst + 32 * j) for j in range(m)]
                 slots.extend((vfirst + 32 * j, g, name, j) for j in range(m))
             else:
-                read = dynamic[g - 5]
+                read = dynamic[g - 5]  # type: ignore[assignment]
                 arrays[name] = [read(vfirst + word(vfirst + 32 * j)) for j in range(m)]
                 if m:
                     record((-1, g, name, 0))

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -211,6 +212,11 @@ RECOVER_AFTER = 60.0
 _PACE_MIN, _PACE_MAX = 0.05, 5.0
 
 
+def _log_retry(what: str, url: str, rs: tenacity.RetryCallState) -> None:
+    logger.warning("rpc retry %s on %s: %s (attempt %d)", what, redact_url(url),
+                   rs.outcome.exception() if rs.outcome else "?", rs.attempt_number)
+
+
 class Rpc:
     """A JSON-RPC client for one chain, safe to call from several threads at once.
 
@@ -318,9 +324,7 @@ class Rpc:
                 wait=self._wait,
                 retry=tenacity.retry_if_exception_type(_Transient),
                 reraise=True,
-                before_sleep=lambda rs, url=url: logger.warning(
-                    "rpc retry %s on %s: %s (attempt %d)", what, redact_url(url),
-                    rs.outcome.exception() if rs.outcome else "?", rs.attempt_number),
+                before_sleep=partial(_log_retry, what, url),
             )
             try:
                 result = retrying(self._post_paced, index, body, decode, max_bytes)

@@ -144,7 +144,8 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
             SimulatorV2(sim_rpc, exchange, anvil.accounts, seed=seed + 1, traders=traders),
             SimulatorPerp(sim_rpc, deployed["perp_v2"][0], anvil.accounts, seed=seed + 2,
                           traders=traders),
-            SimulatorSynthetix(sim_rpc, tuple(deployed["synthetix_perps_v2"]), snx_markets,
+            SimulatorSynthetix(sim_rpc, (deployed["synthetix_perps_v2"][0],
+                                                deployed["synthetix_perps_v2"][1]), snx_markets,
                                anvil.accounts, seed=seed + 3, traders=traders),
             SimulatorGTrade(sim_rpc, deployed["gtrade"][0], anvil.accounts, seed=seed + 4,
                             traders=traders)]

@@ -115,6 +115,23 @@ class TradingLoop:
             ("eth_call", [{"to": to, "data": encode_call(signature, a)}, "latest"])
             for a in args])]
 
+    # -- the actions a simulator implements -------------------------------------------------
+
+    def open_or_increase(self) -> None:
+        raise NotImplementedError
+
+    def collateral_deposit(self) -> None:
+        raise NotImplementedError
+
+    def decrease(self, *, full: bool = False, collateral_only: bool = False) -> None:
+        raise NotImplementedError
+
+    def move_price(self, *, shock: bool = False) -> None:
+        raise NotImplementedError
+
+    def batch_block(self) -> None:
+        raise NotImplementedError
+
     def time_jump(self) -> None:
         self.rpc.call("evm_increaseTime", [self.rng.randint(600, 3 * 3600)])
         self.rpc.call("evm_mine", [])
@@ -266,7 +283,8 @@ class Simulator(TradingLoop):
 
     def batch_block(self) -> None:
         """Several trades mined in one block (transactions from distinct wallets)."""
-        txs, pids = [], []
+        txs: list[dict[str, Any]] = []
+        pids: list[Any] = []
         for _ in range(self.rng.randint(2, 6)):
             pid = self._pick_id()
             if pid[0] in {p[0] for p in pids}:

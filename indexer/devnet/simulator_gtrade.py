@@ -10,6 +10,7 @@ simulator only drives the chain; the indexer is checked against the diamond's ow
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from indexer.abi import decode_values, encode_call
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
@@ -90,7 +91,7 @@ class SimulatorGTrade(TradingLoop):
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _order(self, wallet: str) -> list[object]:
+    def _order(self, wallet: str) -> list[Any]:
         """(pair, leverage, long, collateral index, collateral amount) of a new trade."""
         pair, coll = self.rng.choice(list(PAIRS)), self.rng.choice(list(COLLATERALS))
         leverage = self.rng.choice(LEVERAGES)

@@ -11,6 +11,7 @@ the clearing house itself holds afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from indexer.abi import decode_values, encode_call
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
@@ -64,7 +65,7 @@ class SimulatorPerp(TradingLoop):
 
     # -- reads -------------------------------------------------------------------------------
 
-    def _calls(self, signature: str, args: list[list[object]]) -> list[str]:
+    def _calls(self, signature: str, args: list[list[Any]]) -> list[str]:
         return self.read_many(self.house, signature, args)
 
     def positions(self, ids: list[PositionId]) -> list[tuple[int, int, int]]:
