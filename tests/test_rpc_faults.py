@@ -23,7 +23,8 @@ from indexer import rpc as rpc_module
 from indexer.engine import fetch as engine_fetch
 from indexer.engine.source import Tuning
 from indexer.errors import AnswerTooLarge, RpcError, StoreError
-from indexer.rpc import Rpc, is_rate_limit, parse_range_error
+from indexer.provider_errors import is_rate_limit, parse_range_error
+from indexer.rpc import Rpc
 from indexer.scanner import RangeSizer
 from indexer.store import Store
 from tests.faultproxy import KINDS, PROVIDER_ERRORS, FaultProxy
