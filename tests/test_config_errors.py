@@ -11,6 +11,8 @@ from indexer.engine.source import build_source
 from indexer.errors import ConfigError
 from tests.helpers import ROOT, run_cli, write_config
 
+pytestmark = pytest.mark.unit
+
 VAULT = "0x1f61eA50e2B7dd00A11b55Fa91137033a345Ee15"
 
 

@@ -10,9 +10,12 @@ import pytest
 from web3 import Web3
 
 from indexer.abi import decode_logs, load_abi_dir, topic_of
-from indexer.rpc import as_logs, parse_range_error
+from indexer.provider_errors import parse_range_error
+from indexer.rpc import as_logs
 from indexer.store import decimal18_array, to_decimal18
 from tests.helpers import ROOT, logs_of
+
+pytestmark = pytest.mark.unit
 
 ABI = load_abi_dir(ROOT / "indexer" / "abis" / "gmx_v1")
 #: topic0s as published in ../shared/protocols.md section 1.2

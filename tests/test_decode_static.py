@@ -13,6 +13,8 @@ from indexer.abi import decode_logs, load_abi_dir
 from indexer.types import split_types
 from tests.helpers import ROOT, logs_of
 
+pytestmark = pytest.mark.unit
+
 V10, V9 = "GNSMultiCollatDiamond.json", "GNSMultiCollatDiamond_v9.json"
 PUBLISHED = {
     "gtrade": {

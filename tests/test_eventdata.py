@@ -22,6 +22,8 @@ from indexer.eventdata import (
 )
 from indexer.rpc import as_logs
 
+pytestmark = pytest.mark.unit
+
 ABI = load_abi_dir(REPO_ROOT / "indexer" / "abis" / "gmx_v2")
 EVENTLOG1 = next(t for t, e in ABI.by_topic.items() if e.name == "EventLog1")
 

@@ -5,6 +5,7 @@ collateral, and a pending order's close."""
 from __future__ import annotations
 
 import eth_abi
+import pytest
 
 from indexer.abi import decode_logs, load_abi_dir
 from indexer.adapters import gtrade
@@ -12,6 +13,8 @@ from indexer.adapters.base import AdapterContext
 from indexer.rpc import as_logs
 from indexer.types import LogMeta
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.unit
 
 ABI = load_abi_dir(ROOT / "indexer" / "abis" / "gtrade")
 USER = "0x" + "ab" * 20

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import eth_abi
+import pytest
 
 from indexer.abi import topic_of
 from indexer.config import load_config
@@ -15,6 +16,8 @@ from indexer.engine.source import build_source
 from indexer.errors import RangeTooLarge
 from indexer.rpc import as_logs
 from tests.helpers import write_config
+
+pytestmark = pytest.mark.unit
 
 MANAGER = "0x" + "aa" * 20
 MARKET = "0x" + "bb" * 20

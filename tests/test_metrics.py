@@ -10,6 +10,8 @@ import pytest
 from indexer.errors import StoreError
 from indexer.store import SCHEMA_VERSION, RangeRows, Store
 
+pytestmark = pytest.mark.unit
+
 
 def make_rows(rng: random.Random, n_accounts: int) -> RangeRows:
     cols: dict[str, list] = {k: [] for k in (
