@@ -100,7 +100,7 @@ def _states(cfg: Config, tuning: Tuning, only: str | None = None) -> list[ScanSt
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    states = _states(cfg, args.tuning, args.protocol)
+    states = _states(cfg, args.tuning, args.source)
     chains = _chains(states, args.tuning)
     store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
     last_snapshot = [time.monotonic()]
@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", required=True)
     b.add_argument("--from", dest="from_block", type=int, default=None)
     b.add_argument("--to", dest="to_block", type=int, default=None)
-    b.add_argument("--protocol", default=None, help="only this protocol entry (its name)")
+    b.add_argument("--source", "--protocol", dest="source", default=None,
+                   help="only this source (a config entry's name; --protocol is the old spelling)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_backfill)
 
@@ -359,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q.set_defaults(func=cmd_query)
 
-    st = sub.add_parser("status", help="checkpoint, head, lag and counts per protocol")
+    st = sub.add_parser("status", help="checkpoint, head, lag and counts per source")
     st.add_argument("--config", required=True)
     st.set_defaults(func=cmd_status)
     return p
