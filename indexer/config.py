@@ -117,7 +117,6 @@ class Config:
     #: The memory a writing process aims to stay under, in MB: it sizes the getLogs answers held
     #: at once and DuckDB's own memory limit.
     max_memory_mb: int = 1500
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def protocol(self, name: str) -> ProtocolConfig:
         for p in self.protocols:

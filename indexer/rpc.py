@@ -147,7 +147,8 @@ class Rpc:
     Each endpoint has an adaptive pace: a rate-limit answer (HTTP 429 or a provider's JSON-RPC
     rate-limit error) doubles the pause between its requests, each success shrinks it back to
     none. After a failover the first URL is tried again once ``RECOVER_AFTER`` seconds passed.
-    ``errors`` counts failures by (redacted endpoint, kind).
+    ``errors`` counts failures by (redacted endpoint, kind). A context manager: ``with Rpc(urls)
+    as rpc:`` closes its connections.
     """
 
     def __init__(self, urls: Sequence[str], timeout: float = 30.0, max_attempts: int = 5, *,
@@ -177,6 +178,12 @@ class Rpc:
 
     def close(self) -> None:
         self._client.close()
+
+    def __enter__(self) -> Rpc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- transport -----------------------------------------------------------------------------
 
