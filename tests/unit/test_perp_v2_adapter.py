@@ -183,3 +183,14 @@ def test_position_closed_by_quit_market():
             "size_delta": -3100 * E18, "size_after": 0, "price": 1550 * E18,
             "realized_pnl": -90 * E18}
     assert pick(r, want) == want
+
+
+def test_a_dust_taker_size_is_a_close():
+    """AccountBalance.getTakerPositionSize reports |size| < 10 wei (_DUST) as 0, and the entry
+    is deleted when the open notional is dust too: a sell leaving 7 wei of a long is a close."""
+    logs = [changed(1, 2 * E18, -3000 * E18, open_notional=-3000 * E18),
+            changed(2, -(2 * E18 - 7), 3300 * E18, open_notional=-3, pnl=300 * E18)]
+    got = rows(run("perp_v2", logs, ctx()).changes)
+    assert [pick(r, {"kind": 0, "size_after_tokens": 0, "size_delta_tokens": 0}) for r in got] == [
+        {"kind": "increase", "size_after_tokens": 2 * E18, "size_delta_tokens": 2 * E18},
+        {"kind": "close", "size_after_tokens": 0, "size_delta_tokens": -2 * E18}]
