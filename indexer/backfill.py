@@ -26,7 +26,9 @@ OnRange = Callable[[ScanState, BlockRange], None]
 def ensure_markets(state: ScanState, store: Store) -> None:
     """Markets stored from events, read once and again after a rollback."""
     if not state.markets_loaded:
-        state.load_markets(store.load_markets(state.source.name))
+        name = state.source.name
+        state.load_markets(store.load_markets(name), store.load_listed(name),
+                           store.load_parameters(name))
 
 
 def resume_point(state: ScanState, store: Store, from_block: int | None, file: str

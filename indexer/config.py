@@ -22,6 +22,8 @@ from indexer.errors import MISSING, ConfigError, redact_url
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ASSET = re.compile(r"^[A-Z0-9]{1,15}$")
+_URL = re.compile(r"^https?://\S+$")
 #: The folder above the package: the source checkout in an editable install (tests and scripts
 #: use it); nothing the package itself needs is looked up here.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +99,10 @@ class ProtocolConfig:
     tokens: dict[str, TokenConfig] = field(default_factory=dict)
     #: Market address -> its tokens (optional; others come from the protocol's own events).
     markets: dict[str, MarketConfig] = field(default_factory=dict)
+    #: Market id, token address or symbol -> asset (``ETH``): overrides what the names say.
+    assets: dict[str, str] = field(default_factory=dict)
+    #: Protocol parameters given instead of read from the chain (``maxLeverage``: raw integer).
+    parameters: dict[str, int] = field(default_factory=dict)
 
     @property
     def start_block(self) -> int:
@@ -117,6 +123,12 @@ class Config:
     #: The memory a writing process aims to stay under, in MB: it sizes the getLogs answers held
     #: at once and DuckDB's own memory limit.
     max_memory_mb: int = 1500
+    #: |skew| at or above which a market or asset is in an imbalance episode.
+    imbalance_threshold: float = 0.5
+    #: Share of an asset's open interest over which a venue is ``dominant``.
+    dominance_threshold: float = 0.4
+    #: URL that gets a JSON POST when an imbalance episode opens (empty: none).
+    alert_webhook: str = ""
 
     def protocol(self, name: str) -> ProtocolConfig:
         for p in self.protocols:
@@ -310,9 +322,20 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
             mr.str("short_token", pattern=_ADDRESS, expected=addr_expected).lower(),
             mr.str("name", ""))
         mr.done()
+    assets: dict[str, str] = {}
+    a = _Reader(file, r.raw("assets", {}), r.key("assets"))
+    for label in list(a.data):
+        a.used.add(label)
+        asset = a.data[label]
+        if not isinstance(asset, str) or not _ASSET.match(asset):
+            raise ConfigError(file, a.key(str(label)), asset,
+                              "an upper-case asset symbol like ETH")
+        assets[str(label).lower() if _ADDRESS.match(str(label)) else str(label)] = asset
+    pr = _Reader(file, r.raw("parameters", {}), r.key("parameters"))
+    parameters = {str(k): pr.int(str(k)) for k in list(pr.data)}
     r.done()
     return ProtocolConfig(name, adapter, chain, tuple(contracts), abi_dir.resolve(), tokens,
-                          markets)
+                          markets, assets, parameters)
 
 
 def default_abi_dir(adapter: str) -> Path:
@@ -359,8 +382,17 @@ def load_config(path: str | Path) -> Config:
     if metrics_port > 65535:
         raise ConfigError(file, "metrics_port", metrics_port, "a TCP port 1..65535, or 0 for none")
     max_memory_mb = r.int("max_memory_mb", 1500, minimum=MIN_MEMORY_MB)
+    an = _Reader(file, r.raw("analytics", {}), "analytics")
+    imbalance = an.float("imbalance_threshold", 0.5)
+    dominance = an.float("dominance_threshold", 0.4)
+    for key, value in (("imbalance_threshold", imbalance), ("dominance_threshold", dominance)):
+        if not 0 < value <= 1:
+            raise ConfigError(file, an.key(key), value, "a fraction in (0, 1]")
+    webhook = an.str("alert_webhook", "", pattern=_URL, expected="an http:// or https:// URL")
+    an.done()
     r.done()
     return Config(file=file, database=(base / db).resolve(), chains=chains,
                   protocols=protocols, snapshot_interval=snapshot_interval,
                   metrics_host=metrics_host, metrics_port=metrics_port,
-                  max_memory_mb=max_memory_mb)
+                  max_memory_mb=max_memory_mb, imbalance_threshold=imbalance,
+                  dominance_threshold=dominance, alert_webhook=webhook)

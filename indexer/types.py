@@ -164,6 +164,10 @@ class ChangeColumns:
     #: Decimals of the index and collateral tokens, None if unknown.
     index_decimals: list[int | None] = field(default_factory=list)
     collateral_decimals: list[int | None] = field(default_factory=list)
+    #: The position's funding reference after the change, in the protocol's units (GMX v1:
+    #: ``entryFundingRate``, 1e6; Synthetix: the funding-sequence index its funding is settled
+    #: to); None where not tracked or once closed.
+    funding_entry: list[int | None] = field(default_factory=list)
 
     def add(self, change: Change) -> None:
         """Add one row."""
@@ -223,6 +227,7 @@ class Change:
     collateral_after_tokens: int | None = None
     index_decimals: int | None = None
     collateral_decimals: int | None = None
+    funding_entry: int | None = None
 
 
 _CHANGE_FIELDS = tuple(f.name for f in fields(ChangeColumns))
@@ -276,6 +281,20 @@ class FundingColumns:
     market: list[str] = field(default_factory=list)
     #: Cumulative funding rate as the protocol reports it (GMX v1: 1e6 precision).
     rate: list[int] = field(default_factory=list)
+    #: The entry's place in the market's funding sequence, where the protocol numbers them
+    #: (Synthetix ``FundingRecomputed.index``), else None.
+    index: list[int | None] = field(default_factory=list)
+    #: The rate in force from here on, where the protocol emits one (Synthetix ``fundingRate``:
+    #: a daily proportion, 1e18), else None.
+    current_rate: list[int | None] = field(default_factory=list)
+
+    def append(self, row: int, market: str, rate: int, index: int | None = None,
+               current_rate: int | None = None) -> None:
+        self.row.append(row)
+        self.market.append(market)
+        self.rate.append(rate)
+        self.index.append(index)
+        self.current_rate.append(current_rate)
 
 
 @dataclass(slots=True)

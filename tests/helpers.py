@@ -112,6 +112,7 @@ DUMP_TABLES = {
     "protocol_open_interest": "SELECT * FROM protocol_open_interest "
                               "ORDER BY block_number, log_index",
     "funding_updates": "SELECT * FROM funding_updates ORDER BY block_number, log_index",
+    "protocol_parameters": "SELECT * FROM protocol_parameters ORDER BY block_number, name",
     "checkpoints": "SELECT * EXCLUDE (updated_at, last_error) FROM checkpoints",
     "quarantine": "SELECT count(*) FROM quarantine",
 }

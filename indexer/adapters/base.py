@@ -69,6 +69,9 @@ class Adapter:
     #: proxies): (row, market address) of each announcement; their logs are fetched too, from
     #: the announcing block on.
     markets_added: Callable[[Decoded, LogMeta], list[tuple[int, str]]] | None = None
+    #: Parameters the protocol's setters change without an event, read with eth_call at the
+    #: end of each range: (contract role, getter name without arguments, returning a uint).
+    parameters: tuple[tuple[str, str], ...] = ()
 
     @property
     def reads_prior_state(self) -> bool:

@@ -47,6 +47,8 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         funding.row += cols.rows
         funding.market += cols.fields["token"]
         funding.rate += cols.fields["fundingRate"]
+        funding.index += [None] * len(cols.rows)
+        funding.current_rate += [None] * len(cols.rows)
     for cols in decoded.events.get("LiquidatePosition", []):
         f, n = cols.fields, len(cols.rows)
         changes.extend(
@@ -121,11 +123,16 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         size_after=[v if o else 0 for o, v in zip(open_, after("size"), strict=True)],
         collateral_after=[v if o else 0 for o, v in zip(open_, after("collateral"), strict=True)],
         price=opened("price"), fee=opened("fee"), realized_pnl=after("realisedPnl"),
-        entry_price=[v if o else 0 for o, v in zip(open_, after("averagePrice"), strict=True)])
+        entry_price=[v if o else 0 for o, v in zip(open_, after("averagePrice"), strict=True)],
+        funding_entry=[v if o else None
+                       for o, v in zip(open_, after("entryFundingRate"), strict=True)])
     changes.sort_by_row()
     return AdapterOutput(changes, funding, sorted(rejected))
 
 
 #: Raw USD amounts and prices are scaled by 1e30 (Vault.PRICE_PRECISION).
+#: The Vault's liquidation rule reads three settings whose setters emit nothing.
 ADAPTER = Adapter(roles=("vault",), events=EVENTS, usd_decimals=30, to_changes=to_changes,
-                  transactions_needed=transactions_needed)
+                  transactions_needed=transactions_needed,
+                  parameters=(("vault", "marginFeeBasisPoints"), ("vault", "liquidationFeeUsd"),
+                              ("vault", "maxLeverage")))

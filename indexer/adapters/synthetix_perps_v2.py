@@ -74,9 +74,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
             out.markets.append(row, f["market"], name=_key_name(f["marketKey"]))
             continue
         if name == "FundingRecomputed":
-            out.funding.row.append(row)
-            out.funding.market.append(market)
-            out.funding.rate.append(f["funding"])
+            out.funding.append(row, market, f["funding"], f["index"], f.get("fundingRate"))
             continue
         account = f["account"]
         key = address_pair_key(market, account)
@@ -85,7 +83,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
             fee = f["fee"] if "fee" in f else (
                 f["flaggerFee"] + f["liquidatorFee"] + f["stakersFee"])
             kind, is_long, delta = "liquidation", before > 0, -abs(before)
-            margin_after = 0
+            margin_after, funding_entry = 0, None
         else:  # PositionModified
             after, trade = f["size"], f["tradeSize"]
             before = after - trade
@@ -95,6 +93,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
                 continue
             margin_after = f["margin"] if after else 0
             price, fee = f["lastPrice"], f["fee"]
+            funding_entry = f["fundingIndex"] if after else None
             kind, is_long, delta = signed_change(before, after)
             if trade == 0:
                 kind = "increase" if margin_after >= margin.get(key, 0) else "decrease"
@@ -107,7 +106,8 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
             collateral_delta=margin_after - margin_before,
             size_after=at_price(abs(after), price, BASE_DECIMALS), collateral_after=margin_after,
             price=price, fee=fee, realized_pnl=None, entry_price=None,
-            size_delta_tokens=delta, size_after_tokens=abs(after), index_decimals=BASE_DECIMALS))
+            size_delta_tokens=delta, size_after_tokens=abs(after), index_decimals=BASE_DECIMALS,
+            funding_entry=funding_entry))
     return out
 
 

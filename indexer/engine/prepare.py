@@ -10,6 +10,7 @@ from typing import Any
 
 from indexer.abi import decode_logs, decode_values, encode_call
 from indexer.adapters.base import AdapterContext
+from indexer.engine.listing import list_markets, read_parameters
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import ScanState, Source
 from indexer.errors import RpcError
@@ -98,7 +99,8 @@ def to_range_rows(source: Source, logs: list[Log], meta: LogMeta, decoded: Decod
             changes[f.name] = getattr(ch, f.name)
     fu = out.funding
     funding = {"block_number": at(fu.row, "block_number"), "block_time": at(fu.row, "block_time"),
-               "log_index": at(fu.row, "log_index"), "market": fu.market, "rate": fu.rate}
+               "log_index": at(fu.row, "log_index"), "market": fu.market, "rate": fu.rate,
+               "index": fu.index, "current_rate": fu.current_rate}
     m = out.markets
     markets = {"block_number": at(m.row, "block_number"), "log_index": at(m.row, "log_index"),
                "market": m.market, "index_token": m.index_token, "long_token": m.long_token,
@@ -136,6 +138,8 @@ def prepare(state: ScanState, rpc: Rpc, store: Store, fetched: BlockRange,
     that read prior state. Markets the range announces are known to ``state`` from here on.
     ``headers``: the tip path's headers of the range, whose hashes are all kept."""
     rows = adapt(state, rpc, fetched.logs, store, fetched.lo)
+    rows.markets = list_markets(state, rpc, fetched.lo, rows.changes, rows.markets or {})
+    rows.parameters = read_parameters(state, rpc, fetched.lo, fetched.hi)
     if headers is not None:
         rows.blocks = [(n, h["hash"], h["parentHash"], int(h["timestamp"], 16))
                        for n, h in sorted(headers.items()) if fetched.lo <= n <= fetched.hi]

@@ -10,7 +10,7 @@ from indexer import adapters
 from indexer.abi import AbiEvents, keccak, load_abi_dir
 from indexer.adapters.base import Adapter
 from indexer.config import ChainConfig, Config, ProtocolConfig
-from indexer.errors import AbiError
+from indexer.errors import AbiError, ConfigError
 from indexer.rpc import RECOVER_AFTER, Backoff, exponential_backoff
 from indexer.scanner import MAX_BYTES, REQUEST_BYTES, RangeSizer
 
@@ -94,12 +94,19 @@ class ScanState:
     decimals: dict[str, int | None] = field(default_factory=dict)
     #: Whether ``markets`` hold the stored markets as they are now.
     markets_loaded: bool = False
+    #: Every market in the store's ``markets`` (announced or traded): address -> block listed.
+    listed: dict[str, int] = field(default_factory=dict)
+    #: Token symbols known so far (config first, then ``symbol()``; None: none readable).
+    symbols: dict[str, str | None] = field(default_factory=dict)
+    #: Protocol parameters stored so far: name -> [(block, value)] in block order.
+    parameters: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         src = self.source
         self.sizer = RangeSizer(src.chain.max_block_range,
                                 max_bytes=min(src.response_bytes, src.request_bytes))
         self.decimals.update({t.address: t.decimals for t in src.config.tokens.values()})
+        self.symbols.update({t.address: t.symbol for t in src.config.tokens.values() if t.symbol})
         self._configured_markets()
 
     def _configured_markets(self) -> None:
@@ -111,15 +118,22 @@ class ScanState:
         """A rollback removed stored rows: what was learnt from them is read again."""
         self.markets_loaded = False
 
-    def load_markets(self, stored: dict[str, tuple[str, str, str]]) -> None:
-        """Markets from the config, then those stored from events."""
+    def load_markets(self, stored: dict[str, tuple[str, str, str]],
+                     listed: dict[str, int] | None = None,
+                     parameters: dict[str, list[tuple[int, int]]] | None = None) -> None:
+        """Markets from the config, then those stored from events; what else the store holds
+        of this source (markets listed, parameters)."""
         self._configured_markets()
         self.markets.update(stored)
+        self.listed = dict(listed or {})
+        self.parameters = {k: list(v) for k, v in (parameters or {}).items()}
         self.markets_loaded = True
 
     def add_markets(self, m: dict[str, list[Any]] | None) -> None:
         """Markets a prepared range announced (later ranges are adapted with them)."""
         for i, market in enumerate((m or {}).get("market", [])):
+            if m.get("found_by", ["event"] * (i + 1))[i] != "event":  # type: ignore[union-attr]
+                continue  # first traded: no tokens to learn
             self.markets[market] = (m["index_token"][i], m["long_token"][i],  # type: ignore[index]
                                     m["short_token"][i])  # type: ignore[index]
 
@@ -144,6 +158,12 @@ def build_source(cfg: Config, entry: ProtocolConfig, tuning: Tuning = Tuning()) 
     except AbiError as e:
         raise AbiError(f"{cfg.file}: protocols[{index}] ({entry.name}): {e}") from None
     adapters.check_events(entry.adapter, adapter, abi.names, str(entry.abi_dir))
+    known = {n for _, n in adapter.parameters}
+    for name in entry.parameters:
+        if name not in known:
+            raise ConfigError(cfg.file, f"protocols[{index}].parameters.{name}", name,
+                              "one of the adapter's parameters: " + (", ".join(sorted(known))
+                                                                     or "(it reads none)"))
     topics: list[Any] = [abi.topics_for(set(adapter.events))]
     if adapter.event_names:
         topics.append(sorted("0x" + keccak(n.encode()).hex() for n in adapter.event_names))

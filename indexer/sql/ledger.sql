@@ -6,8 +6,14 @@
 SELECT source, start_block, block_number, block_hash FROM checkpoints WHERE source = $source;
 
 -- name: markets_of_source
-SELECT market, index_token, long_token, short_token FROM markets WHERE source = $source
+SELECT market, index_token, long_token, short_token FROM markets
+WHERE source = $source AND found_by = 'event'
 ORDER BY block_number, log_index;
+-- name: listed_markets
+SELECT market, min(block_number) FROM markets WHERE source = $source GROUP BY market;
+-- name: parameters_of_source
+SELECT name, block_number, value_raw::VARCHAR FROM protocol_parameters WHERE source = $source
+ORDER BY block_number;
 
 -- name: block_time
 SELECT timestamp FROM blocks WHERE chain_id = $chain_id AND number = $number;
@@ -83,6 +89,7 @@ SELECT $chain_id AS chain_id, $protocol AS protocol, $source AS source, block_nu
        CAST(index_decimals AS TINYINT) AS index_decimals,
        CAST(collateral_decimals AS TINYINT) AS collateral_decimals,
        size_after_tokens, collateral_after_tokens,
+       CAST(funding_entry_raw AS BIGNUM) AS funding_entry_raw,
        l - coalesce(lag(l) OVER k, prev_l, 0) AS long_oi_delta_usd,
        s - coalesce(lag(s) OVER k, prev_s, 0) AS short_oi_delta_usd
 FROM (SELECT *, CASE WHEN is_long THEN size_after_usd ELSE 0 END AS l,
@@ -109,8 +116,10 @@ WHERE c.rowid = d.r;
 INSERT INTO funding_updates
 SELECT $chain_id, $protocol, $source, block_number,
        CASE WHEN block_time >= 0 THEN make_timestamp(block_time * 1000000) END, log_index,
-       market, CAST(rate AS BIGNUM)
+       market, CAST(rate AS BIGNUM), funding_index, CAST(current_rate AS BIGNUM)
 FROM batch_funding;
+-- name: insert_parameter
+INSERT INTO protocol_parameters VALUES (?, ?, ?, ?, ?, CAST(? AS BIGNUM));
 
 -- name: insert_markets
 INSERT INTO markets BY NAME
@@ -161,7 +170,8 @@ SELECT chain_id, protocol, source, position_key, account, market, collateral_tok
        opened_block, updated_block, realized_pnl_usd,
        size_after_raw AS size_raw, collateral_after_raw AS collateral_raw, entry_price_raw,
        index_token, size_after_tokens AS size_tokens, collateral_after_tokens AS collateral_tokens,
-       size_after_tokens_raw AS size_tokens_raw, collateral_after_tokens_raw AS collateral_tokens_raw
+       size_after_tokens_raw AS size_tokens_raw, collateral_after_tokens_raw AS collateral_tokens_raw,
+       funding_entry_raw
 FROM position_changes JOIN last ON rowid = last.r
 WHERE {where};  -- (lets the scan skip what the aggregate skipped)
 

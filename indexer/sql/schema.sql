@@ -42,7 +42,10 @@ CREATE TABLE IF NOT EXISTS position_changes (
     -- each change's contribution to its market's open interest, per side: size after minus the
     -- key's size after on that side before it (sums over any prefix of the ledger are exact OI)
     long_oi_delta_usd           DECIMAL(38,18),
-    short_oi_delta_usd          DECIMAL(38,18)
+    short_oi_delta_usd          DECIMAL(38,18),
+    -- the position's funding reference after the change, protocol units (GMX v1
+    -- entryFundingRate, 1e6; Synthetix: index into the market's funding sequence)
+    funding_entry_raw           BIGNUM
 );
 
 CREATE TABLE IF NOT EXISTS positions (
@@ -68,7 +71,8 @@ CREATE TABLE IF NOT EXISTS positions (
     size_tokens       DECIMAL(38,18),
     collateral_tokens DECIMAL(38,18),
     size_tokens_raw       BIGNUM,
-    collateral_tokens_raw BIGNUM
+    collateral_tokens_raw BIGNUM,
+    funding_entry_raw     BIGNUM
 );
 
 CREATE TABLE IF NOT EXISTS funding_updates (
@@ -78,8 +82,10 @@ CREATE TABLE IF NOT EXISTS funding_updates (
     block_number  BIGINT NOT NULL,
     block_time    TIMESTAMP,
     log_index     INTEGER NOT NULL,
-    market        VARCHAR NOT NULL,
-    rate_raw      BIGNUM NOT NULL               -- cumulative funding rate, protocol units
+    market        VARCHAR NOT NULL,             -- GMX v1: the collateral token
+    rate_raw      BIGNUM NOT NULL,              -- cumulative funding rate, protocol units
+    funding_index BIGINT,                       -- Synthetix: the entry's index in the sequence
+    current_rate_raw BIGNUM                     -- Synthetix: fundingRate, daily proportion x 1e18
 );
 
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -125,8 +131,12 @@ CREATE TABLE IF NOT EXISTS quarantine (
     quarantined_at TIMESTAMP NOT NULL
 );
 
--- Markets announced by protocol events (GMX v2 MarketCreated, Synthetix MarketAdded); configured
--- ones are not copied here. Markets that are not token triples (Synthetix proxies) have a name.
+-- Every market of a source: announced by the protocol's events (found_by 'event': GMX v2
+-- MarketCreated, Synthetix MarketAdded), or first seen in a position change (found_by 'trade').
+-- Markets that are not token triples (Synthetix proxies) have a name. `asset` is the one
+-- upper-case symbol across protocols and chains (ETH for WETH, sETHPERP, vETH, ETH/USD), from
+-- `symbol` (the index token's symbol(), the market key or the configured name) or the config's
+-- `assets:`; NULL when unknown (never guessed).
 CREATE TABLE IF NOT EXISTS markets (
     chain_id      BIGINT NOT NULL,
     protocol      VARCHAR NOT NULL,
@@ -137,7 +147,28 @@ CREATE TABLE IF NOT EXISTS markets (
     index_token   VARCHAR,
     long_token    VARCHAR,
     short_token   VARCHAR,
-    name          VARCHAR
+    name          VARCHAR,
+    found_by      VARCHAR NOT NULL DEFAULT 'event',   -- event | trade
+    symbol        VARCHAR,
+    asset         VARCHAR
+);
+
+-- Protocol parameters that their setters change without an event (GMX v1 Vault's
+-- marginFeeBasisPoints, liquidationFeeUsd, maxLeverage), read with eth_call at the end of each
+-- committed range and stored when they change (or given in the config: block_number 0).
+CREATE TABLE IF NOT EXISTS protocol_parameters (
+    chain_id      BIGINT NOT NULL,
+    protocol      VARCHAR NOT NULL,
+    source        VARCHAR NOT NULL,
+    block_number  BIGINT NOT NULL,              -- read at this block (in force at it)
+    name          VARCHAR NOT NULL,
+    value_raw     BIGNUM NOT NULL
+);
+
+-- The thresholds of the analytics views, from the writer's config (one row).
+CREATE TABLE IF NOT EXISTS analytics_settings (
+    imbalance_threshold DOUBLE NOT NULL,
+    dominance_threshold DOUBLE NOT NULL
 );
 
 -- The protocol's own open-interest figures (GMX v2 OpenInterest[InTokens]Updated), to reconcile

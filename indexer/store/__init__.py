@@ -35,7 +35,7 @@ __all__ = ["Checkpoint", "RangeRows", "SCHEMA_VERSION", "Store", "decimal18_arra
            "open_reader", "to_decimal18"]
 
 #: The layout of ``sql/schema.sql``; raise it with any change of a table's columns.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Store(Rollback, Readers):
@@ -67,6 +67,8 @@ class Store(Rollback, Readers):
                 self.con.execute(sql_file("views.sql"))
                 if self.con.execute("SELECT count(*) FROM schema_version").fetchone() == (0,):
                     self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+                if self.con.execute("SELECT count(*) FROM analytics_settings").fetchone() == (0,):
+                    self.con.execute("INSERT INTO analytics_settings VALUES (0.5, 0.4)")
         except BaseException:
             self.con.close()
             raise

@@ -35,6 +35,8 @@ class RangeRows:
     #: Protocol OI updates: block_number, block_time, log_index, market, collateral_token,
     #: is_long, unit, delta, next_value.
     open_interest: dict[str, list[Any]] | None = None
+    #: Protocol parameters read in the range, where they changed: (block_number, name, value).
+    parameters: list[tuple[int, str, int]] | None = None
 
     @property
     def change_count(self) -> int:
@@ -43,7 +45,7 @@ class RangeRows:
 
 _USD_COLUMNS = ("size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
                 "realized_pnl", "entry_price")
-_RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price")
+_RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price", "funding_entry")
 _TOKEN_COLUMNS = ("size_delta_tokens", "size_after_tokens", "collateral_delta_tokens",
                   "collateral_after_tokens")
 #: Ledger columns passed through as they are.
@@ -52,7 +54,7 @@ _PLAIN_COLUMNS = ("block_number", "block_time", "tx_hash", "log_index", "positio
                   "collateral_decimals")
 #: Tables holding rows of a source keyed by block_number (deleted on replay and rollback).
 RANGE_TABLES = ("position_changes", "funding_updates", "quarantine", "markets",
-                "protocol_open_interest")
+                "protocol_open_interest", "protocol_parameters")
 
 
 def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
@@ -128,6 +130,10 @@ class LedgerWriter:
             self._insert_funding(rows, ids)
             self._insert_markets(rows, ids)
             self._insert_open_interest(rows, ids)
+            if rows.parameters:
+                con.executemany(statement("insert_parameter"),
+                                [(rows.chain_id, rows.protocol, rows.source, *p)
+                                 for p in rows.parameters])
             if quarantine:
                 con.executemany(statement("insert_quarantine"),
                                 [(rows.chain_id, rows.source, *q) for q in quarantine])
@@ -157,7 +163,11 @@ class LedgerWriter:
             self._insert_batch("insert_funding", pa.table({
                 "block_number": f["block_number"], "block_time": f["block_time"],
                 "log_index": f["log_index"], "market": f["market"],
-                "rate": [str(r) for r in f["rate"]]}), ids)
+                "rate": [str(r) for r in f["rate"]],
+                "funding_index": pa.array(f.get("index") or [None] * len(f["rate"]), pa.int64()),
+                "current_rate": [None if r is None else str(r)
+                                 for r in f.get("current_rate") or [None] * len(f["rate"])]}),
+                ids)
 
     def _insert_markets(self, rows: RangeRows, ids: dict[str, Any]) -> None:
         if rows.markets and rows.markets["market"]:
@@ -213,6 +223,13 @@ class LedgerWriter:
             con.execute("DELETE FROM positions")
             con.execute("INSERT INTO positions BY NAME " + statement("positions", where="true"))
         return int(rows)
+
+    def set_analytics(self, imbalance_threshold: float, dominance_threshold: float) -> None:
+        """The analytics views' thresholds (from the writer's config)."""
+        with self.transaction():
+            self.con.execute("DELETE FROM analytics_settings")
+            self.con.execute("INSERT INTO analytics_settings VALUES (?, ?)",
+                             [imbalance_threshold, dominance_threshold])
 
     def reset(self) -> None:
         """Delete every row of every table, in one transaction (the demo's fresh start)."""

@@ -55,6 +55,19 @@ class Readers:
         rows = self.con.execute(statement("markets_of_source"), {"source": source}).fetchall()
         return {m: (i, lg, s) for m, i, lg, s in rows}
 
+    def load_listed(self, source: str) -> dict[str, int]:
+        """Every market of ``source`` in ``markets``: address -> the block it was listed at."""
+        rows = self.con.execute(statement("listed_markets"), {"source": source}).fetchall()
+        return {m: int(b) for m, b in rows}
+
+    def load_parameters(self, source: str) -> dict[str, list[tuple[int, int]]]:
+        """Stored protocol parameters of ``source``: name -> [(block, value)] by block."""
+        out: dict[str, list[tuple[int, int]]] = {}
+        for name, block, value in self.con.execute(statement("parameters_of_source"),
+                                                   {"source": source}).fetchall():
+            out.setdefault(name, []).append((int(block), int(value)))
+        return out
+
     def load_previous(self, source: str, keys: list[str], before_block: int,
                       usd_decimals: int) -> dict[str, PreviousState]:
         """The state of each of ``keys`` after its last change below ``before_block`` (keys
