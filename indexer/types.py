@@ -168,6 +168,9 @@ class ChangeColumns:
     #: ``entryFundingRate``, 1e6; Synthetix: the funding-sequence index its funding is settled
     #: to); None where not tracked or once closed.
     funding_entry: list[int | None] = field(default_factory=list)
+    #: The liquidation price after the change where the protocol's event reports one (gTrade's
+    #: ``liqPrice`` at execution), raw USD per whole index token; None elsewhere.
+    liquidation_price: list[int | None] = field(default_factory=list)
 
     def add(self, change: Change) -> None:
         """Add one row."""
@@ -228,6 +231,7 @@ class Change:
     index_decimals: int | None = None
     collateral_decimals: int | None = None
     funding_entry: int | None = None
+    liquidation_price: int | None = None
 
 
 _CHANGE_FIELDS = tuple(f.name for f in fields(ChangeColumns))

@@ -24,7 +24,9 @@ itself converts the trade's OI to USD with. ``price`` is the pair price (1e10 on
 execution's ``marketPrice`` for closes, ``openPrice`` otherwise; the entry price is
 ``openPrice``. Collateral tokens come from the config's ``tokens:`` by ``id`` (gTrade's
 ``collateralIndex``); a trade in an unlisted collateral is quarantined with the reason. Fees and
-PnL are separate events not read here: ``fee`` is 0 and realised PnL NULL.
+PnL are separate events not read here: ``fee`` is 0 and realised PnL NULL. The liquidation price
+of an opening is the ``liqPrice`` of its execution event (the diamond's own number); later
+changes do not report one (their events are not read), so it is NULL after them.
 
 State across ranges comes from the store (``keys_needed``): size and collateral in tokens are
 stored exactly, and leverage and collateral price are recovered from them exactly (leverage =
@@ -123,6 +125,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
         before = trades.get(key)
         price = None
         kind = None
+        liquidation_price = None
         if name == "TradeStored":
             t = f["trade"]
             if t[TRADE_TYPE] != 0:
@@ -132,6 +135,9 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
                 out.rejected.append((row, made))
                 continue
             trade, before_size, before_coll = made, 0, 0
+            _, ex = executions.get((meta.tx_hash[row], user, index), (None, None))
+            if ex is not None and ex["liqPrice"]:
+                liquidation_price = ex["liqPrice"] * PRICE_SCALE
         elif name == "TradeClosed":
             name_ex, ex = executions.get((meta.tx_hash[row], user, index), (None, None))
             if before is None:
@@ -175,7 +181,7 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
             size_delta_tokens=delta, size_after_tokens=size,
             collateral_delta_tokens=trade.collateral - before_coll,
             collateral_after_tokens=trade.collateral, index_decimals=trade.decimals,
-            collateral_decimals=trade.decimals))
+            collateral_decimals=trade.decimals, liquidation_price=liquidation_price))
     return out
 
 

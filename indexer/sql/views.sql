@@ -29,31 +29,6 @@ SELECT chain_id, protocol, market, long_oi_usd, short_oi_usd,
        long_positions, short_positions, long_accounts, short_accounts
 FROM s;
 
--- One row per (chain_id, protocol) with market NULL, and one per (chain_id, protocol, market).
--- top10_share and hhi are in [0, 1]; gini in [0, 1); whales hold >= 1,000,000 USD open.
-CREATE OR REPLACE VIEW whale_concentration AS
-WITH acct AS (
-    SELECT chain_id, protocol, market, account, sum(size_usd) AS size
-    FROM positions WHERE status = 'open'
-    GROUP BY GROUPING SETS ((chain_id, protocol, account), (chain_id, protocol, market, account))
-), ranked AS (
-    SELECT *,
-           row_number() OVER (PARTITION BY chain_id, protocol, market ORDER BY size DESC, account) AS rank_desc,
-           row_number() OVER (PARTITION BY chain_id, protocol, market ORDER BY size ASC, account)  AS rank_asc,
-           count(*) OVER (PARTITION BY chain_id, protocol, market)                               AS n,
-           sum(size) OVER (PARTITION BY chain_id, protocol, market)                              AS total
-    FROM acct
-)
-SELECT chain_id, protocol, market,
-       count(*)                                                            AS accounts,
-       any_value(total)::DECIMAL(38,18)                                    AS open_interest_usd,
-       (sum(size) FILTER (WHERE rank_desc <= 10) / any_value(total))::DOUBLE AS top10_share,
-       sum(power(size::DOUBLE / total::DOUBLE, 2))                         AS hhi,
-       sum((2 * rank_asc - n - 1) * size::DOUBLE) / (any_value(n) * any_value(total)::DOUBLE) AS gini,
-       count(*) FILTER (WHERE size >= 1000000)                             AS whales
-FROM ranked WHERE total > 0
-GROUP BY chain_id, protocol, market;
-
 -- Open interest per market at the end of every hour in which it changed (UTC): the running sum
 -- of the ledger's stored per-change OI deltas (long_oi_delta_usd, short_oi_delta_usd).
 CREATE OR REPLACE VIEW oi_history AS

@@ -65,6 +65,7 @@ class Store(Rollback, Readers):
             if not read_only:
                 self.con.execute(sql_file("schema.sql"))
                 self.con.execute(sql_file("views.sql"))
+                self.con.execute(sql_file("analytics.sql"))
                 if self.con.execute("SELECT count(*) FROM schema_version").fetchone() == (0,):
                     self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
                 if self.con.execute("SELECT count(*) FROM analytics_settings").fetchone() == (0,):

@@ -44,7 +44,7 @@ class RangeRows:
 
 
 _USD_COLUMNS = ("size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
-                "realized_pnl", "entry_price")
+                "realized_pnl", "entry_price", "liquidation_price")
 _RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price", "funding_entry")
 _TOKEN_COLUMNS = ("size_delta_tokens", "size_after_tokens", "collateral_delta_tokens",
                   "collateral_after_tokens")
@@ -67,7 +67,7 @@ def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
     data: dict[str, Any] = {name: c.get(name, none) for name in _PLAIN_COLUMNS}
     bad: set[int] = set()
     for name in _USD_COLUMNS:
-        data[f"{name}_usd"], too_large = decimal18_array(c[name], rows.usd_decimals)
+        data[f"{name}_usd"], too_large = decimal18_array(c.get(name, none), rows.usd_decimals)
         bad.update(too_large)
     for name, dec in (("size_after_tokens", "index_decimals"),
                       ("collateral_after_tokens", "collateral_decimals")):
