@@ -35,6 +35,7 @@ from rich.table import Table
 
 from indexer import __version__
 from indexer.backfill import backfill
+from indexer.alerts import ImbalanceWatch
 from indexer.chains.evm import EvmChain
 from indexer.config import Config, load_config
 from indexer.daemon import sync
@@ -103,6 +104,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     states = _states(cfg, args.tuning, args.source)
     chains = _chains(states, args.tuning)
     store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
+    store.set_analytics(cfg.imbalance_threshold, cfg.dominance_threshold)
     last_snapshot = [time.monotonic()]
     try:
         with _stop_on_signals() as stop, Progress(
@@ -153,6 +155,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     states = _states(cfg, args.tuning)
     chains = _chains(states, args.tuning)
     store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
+    store.set_analytics(cfg.imbalance_threshold, cfg.dominance_threshold)
     last = [0.0]
 
     def snapshot() -> None:
@@ -187,15 +190,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
                               "another, or 0 to serve none)") from None
         logger.info("metrics on http://%s:%d/metrics, health on /health", cfg.metrics_host,
                     server.server_address[1])
+    imbalances = ImbalanceWatch(cfg.imbalance_threshold, cfg.alert_webhook, metrics)
+    imbalances.check(store)
     try:
         with _stop_on_signals() as stop:
             logger.info("sync started: %s", ", ".join(
                 f"{s.source.name} on {s.source.chain.name} via "
                 f"{chains[s.source.chain.name].rpc.endpoint}" for s in states))
             sync(states, chains, store, args.until, args.once, cfg.file, stop, snapshot,
-                 on_range, observer=metrics)
+                 on_range, on_idle=lambda: imbalances.check(store), observer=metrics)
         last[0] = 0.0
         snapshot()
+        imbalances.wait_sent()
     finally:
         if server is not None:
             server.shutdown()

@@ -77,6 +77,8 @@ class Metrics(Observer):
         self.stale_after = stale_after
         self.rpc_errors = rpc_errors
         self.started = time.time()
+        self.imbalance_alerts = 0
+        self.imbalance_skews: dict[str, float] = {}
 
     # -- updates from the sync loop --------------------------------------------------------------
 
@@ -127,6 +129,14 @@ class Metrics(Observer):
             elif kind == "chain_moved":
                 f.chain_moved += 1
             f.last_error = message[:300]
+
+    def imbalance(self, scope: str, label: str, side: str, skew: float) -> None:
+        with self._lock:
+            self.imbalance_alerts += 1
+
+    def imbalances_open(self, skews: dict[str, float]) -> None:
+        with self._lock:
+            self.imbalance_skews = dict(skews)
 
     @staticmethod
     def _rate(f: ProtocolFigures, now: float) -> float:
@@ -211,6 +221,13 @@ class Metrics(Observer):
         metric("rpc_errors_total", "counter", "failed RPC requests by endpoint and kind",
                [({"endpoint": e["endpoint"], "kind": e["kind"]}, e["count"])
                 for e in h["rpc_errors"]])
+        with self._lock:
+            alerts, skews = self.imbalance_alerts, dict(self.imbalance_skews)
+        metric("imbalance_alerts_total", "counter", "imbalance episodes that opened since start",
+               [({}, alerts)])
+        metric("imbalance_skew", "gauge",
+               "skew of each market and asset in an imbalance episode now (|skew| >= threshold)",
+               [({"episode": label}, skew) for label, skew in sorted(skews.items())])
         return "\n".join(out) + "\n"
 
 

@@ -23,3 +23,9 @@ class Observer:
 
     def problem(self, source: str, kind: str, message: str) -> None:
         """A pass failed and will be tried again (kind: chain_moved, node_behind, error)."""
+
+    def imbalance(self, scope: str, label: str, side: str, skew: float) -> None:
+        """An imbalance episode opened (scope: market or asset)."""
+
+    def imbalances_open(self, skews: dict[str, float]) -> None:
+        """The episodes open now: label -> skew."""

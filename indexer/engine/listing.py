@@ -118,10 +118,9 @@ def list_markets(state: ScanState, rpc: Rpc, lo: int, changes: dict[str, list[An
     return out
 
 
-def _read_at(rpc: Rpc, calls: list[tuple[str, str]], block: int, source: str
-             ) -> dict[str, int]:
-    """Getter name -> value at ``block`` for (name, contract) pairs; unreadable ones are logged
-    and left out."""
+def _read_at(rpc: Rpc, calls: list[tuple[str, str]], block: int) -> dict[str, int | str]:
+    """Getter name -> value at ``block`` for (name, contract) pairs, or why it is unreadable
+    (a text: no contract there yet, a revert, a node without that block's state)."""
     if not calls:
         return {}
     try:
@@ -130,31 +129,35 @@ def _read_at(rpc: Rpc, calls: list[tuple[str, str]], block: int, source: str
              for n, to in calls], return_errors=True)
     except RpcError as e:
         replies = [e] * len(calls)
-    values: dict[str, int] = {}
-    for (name, _), reply in zip(calls, replies, strict=True):
-        if isinstance(reply, str) and len(reply) == 66:
-            values[name] = int(reply, 16)
-        else:
-            logger.warning("%s: cannot read %s() at block %d (%s); give it under `parameters:` "
-                           "in the config", source, name, block, reply)
-    return values
+    return {name: int(reply, 16) if isinstance(reply, str) and len(reply) == 66
+            else f"answer {reply!s:.80}"
+            for (name, _), reply in zip(calls, replies, strict=True)}
+
+
+def _first_block(rpc: Rpc, name: str, contract: str, low: int, high: int, value: int | None
+                 ) -> int:
+    """The first block in (low, high] where the getter answers ``value`` (any value: None),
+    given that it does at ``high`` and not at ``low`` (bisection; one change assumed)."""
+    while high - low > 1:
+        mid = (low + high) // 2
+        got = _read_at(rpc, [(name, contract)], mid)[name]
+        hit = isinstance(got, int) and (value is None or got == value)
+        low, high = (low, mid) if hit else (mid, high)
+    return high
 
 
 def read_parameters(state: ScanState, rpc: Rpc, lo: int, hi: int) -> list[tuple[int, str, int]]:
-    """The adapter's event-less parameters, as rows where they change: read at ``hi`` (and at
-    ``lo`` when none is known before it); a change is placed at the first block showing the
-    new value, found by bisection between the last known block and ``hi``. The config's values
-    win and are never read. An unreadable parameter is logged and left out (the liquidation
-    prices needing it stay NULL)."""
+    """The adapter's event-less parameters, as rows where they change. Each is read at ``hi``;
+    the block a value starts at is found by bisection (from ``lo`` for the first value, from
+    the last known change after), so the rows do not depend on how blocks were split into
+    ranges. The config's values win and are never read (they start at ``lo``). An unreadable
+    parameter is logged and left out (the liquidation prices needing it stay NULL)."""
     source = state.source
     wanted = source.adapter.parameters
     if not wanted:
         return []
     contracts = {c.role: c.address for c in source.config.contracts}
     configured = source.config.parameters
-    for _, name in wanted:  # a replay's commit deletes the range's rows first
-        state.parameters[name] = [p for p in state.parameters.get(name, []) if p[0] < lo]
-    calls = [(name, contracts[role]) for role, name in wanted if name not in configured]
     out: list[tuple[int, str, int]] = []
 
     def record(block: int, name: str, value: int) -> None:
@@ -163,23 +166,26 @@ def read_parameters(state: ScanState, rpc: Rpc, lo: int, hi: int) -> list[tuple[
             history.append((block, value))
             out.append((block, name, value))
 
-    for name in (n for _, n in wanted if n in configured):
-        record(lo, name, configured[name])
-    unknown = [c for c in calls if not state.parameters.get(c[0])]
-    for name, value in _read_at(rpc, unknown, lo, source.name).items():
-        record(lo, name, value)
-    for name, value in _read_at(rpc, calls, hi, source.name).items():
-        history = state.parameters.get(name)
-        if history and history[-1][1] != value:
-            low, high = history[-1][0], hi  # old value at low, new at high
-            contract = dict(calls)[name]
-            while high - low > 1:
-                mid = (low + high) // 2
-                got = _read_at(rpc, [(name, contract)], mid, source.name).get(name)
-                if got is None:
-                    break
-                low, high = (mid, high) if got != value else (low, mid)
-            record(high, name, value)
-        else:
-            record(hi, name, value)
+    for role, name in wanted:
+        state.parameters[name] = [p for p in state.parameters.get(name, []) if p[0] < lo]
+        if name in configured:
+            record(lo, name, configured[name])
+            continue
+        contract = contracts[role]
+        value = _read_at(rpc, [(name, contract)], hi)[name]
+        if isinstance(value, str):
+            logger.warning("%s: cannot read %s() at block %d (%s); give it under `parameters:` "
+                           "in the config", source.name, name, hi, value)
+            continue
+        history = state.parameters[name]
+        if not history:  # its first value: since lo, or since it became readable
+            first = _read_at(rpc, [(name, contract)], lo)[name]
+            block = lo
+            if isinstance(first, str):  # e.g. the contract is deployed later in the range
+                block = _first_block(rpc, name, contract, lo, hi, None)
+                first = _read_at(rpc, [(name, contract)], block)[name]
+            record(block, name, int(first))
+        if state.parameters[name][-1][1] != value:
+            start = state.parameters[name][-1][0]
+            record(_first_block(rpc, name, contract, start, hi, value), name, value)
     return out
