@@ -34,8 +34,8 @@ from rich.progress import (
 from rich.table import Table
 
 from indexer import __version__
-from indexer.backfill import backfill
 from indexer.alerts import ImbalanceWatch
+from indexer.backfill import backfill
 from indexer.chains.evm import EvmChain
 from indexer.config import Config, load_config
 from indexer.daemon import sync

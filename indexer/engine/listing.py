@@ -81,17 +81,19 @@ def list_markets(state: ScanState, rpc: Rpc, lo: int, changes: dict[str, list[An
     if not announced:
         announced = {k: [] for k in ("block_number", "log_index", "market", "index_token",
                                      "long_token", "short_token", "name")}
-    new: dict[str, tuple[int, int, str | None, str | None]] = {}
-    names = dict(zip(announced["market"], announced["name"], strict=True))
+    #: market -> (block, log index, index, long and short token, name)
+    new: dict[str, tuple[int, int, str | None, str | None, str | None, str | None]] = {}
     for i, market in enumerate(announced["market"]):
         new.setdefault(market, (announced["block_number"][i], announced["log_index"][i],
-                                announced["index_token"][i], names[market]))
+                                announced["index_token"][i], announced["long_token"][i],
+                                announced["short_token"][i], announced["name"][i]))
     for i, market in enumerate(changes["market"]):
         listed = state.listed.get(market)
         if market in new or (listed is not None and listed < lo):
             continue
-        index = changes["index_token"][i] or (state.markets.get(market) or (None,))[0]
-        new[market] = (changes["block_number"][i], changes["log_index"][i], index, None)
+        tokens = state.markets.get(market) or (None, None, None)
+        new[market] = (changes["block_number"][i], changes["log_index"][i],
+                       changes["index_token"][i] or tokens[0], tokens[1], tokens[2], None)
     scheme = assets.SCHEMES.get(state.source.config.adapter, "token")
     wanted = {m if scheme == "perp_v2" else v[2] for m, v in new.items()} - {None}
     unknown = sorted(t for t in wanted if t not in state.symbols)  # type: ignore[misc]
@@ -101,15 +103,14 @@ def list_markets(state: ScanState, rpc: Rpc, lo: int, changes: dict[str, list[An
         "block_number", "log_index", "market", "index_token", "long_token", "short_token",
         "name", "found_by", "symbol", "asset")}
     announced_set = set(announced["market"])
-    for market, (block, log_index, index, name) in new.items():
-        tokens = state.markets.get(market) or (index, None, None)
+    for market, (block, log_index, index, long_token, short_token, name) in new.items():
         symbol = _symbol_of(state, market, index, name)
         out["block_number"].append(block)
         out["log_index"].append(log_index)
         out["market"].append(market)
-        out["index_token"].append(index if index is not None else tokens[0])
-        out["long_token"].append(tokens[1])
-        out["short_token"].append(tokens[2])
+        out["index_token"].append(index)
+        out["long_token"].append(long_token)
+        out["short_token"].append(short_token)
         out["name"].append(name)
         out["found_by"].append("event" if market in announced_set else "trade")
         out["symbol"].append(symbol)
