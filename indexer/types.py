@@ -309,6 +309,9 @@ class AdapterOutput:
     rejected: list[tuple[int, str]]
     markets: MarketColumns = field(default_factory=MarketColumns)
     open_interest: OpenInterestColumns = field(default_factory=OpenInterestColumns)
+    #: Protocol parameters set by events: (row, market or None for the whole protocol, name,
+    #: value as the protocol emits it).
+    parameters: list[tuple[int, str | None, str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,12 @@ def load(name: str, file: str = "", key: str = "adapter") -> Adapter:
 
 
 def check_roles(name: str, adapter: Adapter, roles: list[str], file: str, key: str) -> None:
-    wanted = set(adapter.roles)
-    if set(roles) != wanted:
-        bad = sorted(set(roles) ^ wanted)
+    wanted, optional = set(adapter.roles), set(adapter.optional_roles)
+    bad = sorted((wanted - set(roles)) | (set(roles) - wanted - optional))
+    if bad:
+        also = f" (and optionally {', '.join(sorted(optional))})" if optional else ""
         raise ConfigError(file, f"{key}.{bad[0]}", bad[0],
-                          f"exactly the contract roles {', '.join(sorted(wanted))} "
+                          f"the contract roles {', '.join(sorted(wanted))}{also} "
                           f"for adapter {name}")
 
 

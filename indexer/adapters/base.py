@@ -72,6 +72,9 @@ class Adapter:
     #: Parameters the protocol's setters change without an event, read with eth_call at the
     #: end of each range: (contract role, getter name without arguments, returning a uint).
     parameters: tuple[tuple[str, str], ...] = ()
+    #: Contract roles a config may add (e.g. a settings contract whose events some views
+    #: use); the ``roles`` are required.
+    optional_roles: tuple[str, ...] = ()
 
     @property
     def reads_prior_state(self) -> bool:

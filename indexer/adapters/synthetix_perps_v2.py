@@ -19,6 +19,8 @@ its key is ``keccak256(abi.encode(market, account))``. What becomes what (protoc
 * ``FundingRecomputed``: the market's cumulative ``funding`` per base unit, in
   ``funding_updates``.
 * ``MarketAdded``: the market proxy and its ``marketKey`` (e.g. ``sETHPERP``) as its name.
+* PerpsV2MarketSettings' ``ParameterUpdated`` (per market key) and global fee events (from the
+  optional ``market_settings`` contract): ``protocol_parameters`` rows, as emitted (1e18).
 
 Units: 1e18 throughout (sUSD counted as USD). USD size is the size at the change's
 ``lastPrice`` (the fill price), the convention of protocols tracking size in tokens. The
@@ -40,7 +42,12 @@ from indexer.adapters.base import (
 )
 from indexer.types import AdapterOutput, Change, ChangeColumns, Decoded, FundingColumns, LogMeta
 
-EVENTS = ("PositionModified", "PositionLiquidated", "FundingRecomputed", "MarketAdded")
+#: PerpsV2MarketSettings' global settings events -> the parameter names stored.
+GLOBAL_SETTINGS = {"MinKeeperFeeUpdated": "minKeeperFee", "MaxKeeperFeeUpdated": "maxKeeperFee",
+                   "LiquidationFeeRatioUpdated": "liquidationFeeRatio",
+                   "KeeperLiquidationFeeUpdated": "keeperLiquidationFee"}
+EVENTS = ("PositionModified", "PositionLiquidated", "FundingRecomputed", "MarketAdded",
+          "ParameterUpdated", *GLOBAL_SETTINGS)
 BASE_DECIMALS = 18
 
 
@@ -70,6 +77,14 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
     margin = {k: p.collateral or 0 for k, p in ctx.previous.items()}
     for row, name, f in rows:
         market = meta.address[row]
+        if name == "ParameterUpdated":
+            out.parameters.append((row, _key_name(f["marketKey"]), _key_name(f["parameter"]),
+                                   f["value"]))
+            continue
+        if name in GLOBAL_SETTINGS:
+            (value,) = f.values()
+            out.parameters.append((row, None, GLOBAL_SETTINGS[name], value))
+            continue
         if name == "MarketAdded":
             out.markets.append(row, f["market"], name=_key_name(f["marketKey"]))
             continue
@@ -113,5 +128,8 @@ def to_changes(decoded: Decoded, meta: LogMeta, ctx: AdapterContext) -> AdapterO
 
 #: Markets are contracts announced by ``MarketAdded`` (``markets_added``): their logs are
 #: fetched too.
+#: The optional ``market_settings`` contract (PerpsV2MarketSettings) gives the parameters of the
+#: liquidation rule (``position_risk``).
 ADAPTER = Adapter(roles=("futures_market_manager",), events=EVENTS, usd_decimals=18,
-                  to_changes=to_changes, keys_needed=keys_needed, markets_added=markets_added)
+                  to_changes=to_changes, keys_needed=keys_needed, markets_added=markets_added,
+                  optional_roles=("market_settings",))

@@ -147,7 +147,8 @@ def _first_block(rpc: Rpc, name: str, contract: str, low: int, high: int, value:
     return high
 
 
-def read_parameters(state: ScanState, rpc: Rpc, lo: int, hi: int) -> list[tuple[int, str, int]]:
+def read_parameters(state: ScanState, rpc: Rpc, lo: int, hi: int
+                    ) -> list[tuple[int, int, str | None, str, int]]:
     """The adapter's event-less parameters, as rows where they change. Each is read at ``hi``;
     the block a value starts at is found by bisection (from ``lo`` for the first value, from
     the last known change after), so the rows do not depend on how blocks were split into
@@ -159,13 +160,13 @@ def read_parameters(state: ScanState, rpc: Rpc, lo: int, hi: int) -> list[tuple[
         return []
     contracts = {c.role: c.address for c in source.config.contracts}
     configured = source.config.parameters
-    out: list[tuple[int, str, int]] = []
+    out: list[tuple[int, int, str | None, str, int]] = []
 
     def record(block: int, name: str, value: int) -> None:
         history = state.parameters.setdefault(name, [])
         if not history or history[-1][1] != value:
             history.append((block, value))
-            out.append((block, name, value))
+            out.append((block, -1, None, name, value))
 
     for role, name in wanted:
         state.parameters[name] = [p for p in state.parameters.get(name, []) if p[0] < lo]

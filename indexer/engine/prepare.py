@@ -116,9 +116,11 @@ def to_range_rows(source: Source, logs: list[Log], meta: LogMeta, decoded: Decod
                   for r, reason in sorted(decoded.failures + out.rejected)]
     for q in quarantine:
         logger.warning("quarantined log %s#%s: %s", q[1], q[2], q[6])
+    parameters = [(meta.block_number[r], meta.log_index[r], market, name, value)
+                  for r, market, name, value in out.parameters]
     return RangeRows(source.chain.chain_id, source.config.adapter, source.name,
                      source.adapter.usd_decimals, changes, funding, quarantine, [], markets,
-                     open_interest)
+                     open_interest, parameters)
 
 
 def adapt(state: ScanState, rpc: Rpc, logs: list[Log], store: Store | None = None,
@@ -139,7 +141,8 @@ def prepare(state: ScanState, rpc: Rpc, store: Store, fetched: BlockRange,
     ``headers``: the tip path's headers of the range, whose hashes are all kept."""
     rows = adapt(state, rpc, fetched.logs, store, fetched.lo)
     rows.markets = list_markets(state, rpc, fetched.lo, rows.changes, rows.markets or {})
-    rows.parameters = read_parameters(state, rpc, fetched.lo, fetched.hi)
+    rows.parameters = (rows.parameters or []) + read_parameters(state, rpc, fetched.lo,
+                                                                fetched.hi)
     if headers is not None:
         rows.blocks = [(n, h["hash"], h["parentHash"], int(h["timestamp"], 16))
                        for n, h in sorted(headers.items()) if fetched.lo <= n <= fetched.hi]

@@ -16,12 +16,12 @@ FROM markets GROUP BY chain_id, protocol, market;
 CREATE OR REPLACE MACRO open_positions_at(b) AS TABLE
 SELECT chain_id, protocol, source, position_key, account, market, collateral_token, is_long,
        size_usd, collateral_usd, entry_price_usd, realized_pnl_usd, size_tokens,
-       funding_entry_raw, liquidation_price_usd, updated_block
+       funding_entry_raw, liquidation_price_usd, last_price_usd, updated_block
 FROM positions WHERE b IS NULL AND status = 'open'
 UNION ALL
 SELECT chain_id, protocol, source, position_key, account, market, collateral_token, is_long,
        size_after_usd, collateral_after_usd, entry_price_usd, realized_pnl_usd,
-       size_after_tokens, funding_entry_raw, liquidation_price_usd, block_number
+       size_after_tokens, funding_entry_raw, liquidation_price_usd, price_usd, block_number
 FROM position_changes
 WHERE b IS NOT NULL AND size_after_raw <> 0 AND rowid IN (
     SELECT arg_max(rowid, block_number * 1000000 + log_index) FROM position_changes
@@ -64,22 +64,47 @@ FROM v WINDOW a AS (PARTITION BY asset);
 -- position (UpdatePosition), the Vault's stored cumulative funding rate of the collateral
 -- token (UpdateFundingRate) and its marginFeeBasisPoints, liquidationFeeUsd and maxLeverage
 -- (protocol_parameters): below it (longs; above it for shorts) the remaining collateral is
--- under max(funding fee + position fee + liquidation fee, size / max leverage). gTrade
--- 'exact': the liqPrice of the position's last execution event. Other protocols: NULL, with
--- the reason in liquidation_price_note.
+-- under max(funding fee + position fee + liquidation fee, size / max leverage).
+-- Synthetix 'exact': the price at which PerpsV2MarketBase._canLiquidate turns true: margin +
+-- size x (price - last price) + size x funding since the position's funding index (the
+-- market's recorded funding sequence) - the liquidation premium (size^2 / skewScale x price x
+-- multiplier) reaches the liquidation margin (size x price x liquidationBufferRatio + the
+-- keeper fee, size x price x liquidationFeeRatio clamped to [minKeeperFee, maxKeeperFee], +
+-- keeperLiquidationFee), solved in each of the fee's three pieces.
+-- gTrade 'exact': the liqPrice of the position's last execution event. Other protocols: NULL,
+-- with the reason in liquidation_price_note.
 CREATE OR REPLACE MACRO position_risk_at(b) AS TABLE
-WITH f AS (
+WITH params AS (
+    SELECT source, market, name,
+           arg_max(value_raw, block_number * 1000000 + log_index)::DOUBLE AS v
+    FROM protocol_parameters WHERE b IS NULL OR block_number <= b GROUP BY ALL
+), protocol_wide AS (
+    SELECT source,
+           max(v) FILTER (WHERE name = 'marginFeeBasisPoints') AS fee_bps,
+           max(v) FILTER (WHERE name = 'liquidationFeeUsd') / 1e30 AS liq_fee_usd,
+           max(v) FILTER (WHERE name = 'maxLeverage') AS max_leverage,
+           max(v) FILTER (WHERE name = 'minKeeperFee') / 1e18 AS min_keeper_fee,
+           max(v) FILTER (WHERE name = 'maxKeeperFee') / 1e18 AS max_keeper_fee,
+           max(v) FILTER (WHERE name = 'liquidationFeeRatio') / 1e18 AS liq_fee_ratio,
+           max(v) FILTER (WHERE name = 'keeperLiquidationFee') / 1e18 AS keeper_liq_fee
+    FROM params WHERE market IS NULL GROUP BY source
+), per_market AS (
+    SELECT source, market AS market_key,
+           max(v) FILTER (WHERE name = 'skewScale') / 1e18 AS skew_scale,
+           max(v) FILTER (WHERE name = 'liquidationPremiumMultiplier') / 1e18 AS premium_mult,
+           max(v) FILTER (WHERE name = 'liquidationBufferRatio') / 1e18 AS buffer_ratio
+    FROM params WHERE market IS NOT NULL GROUP BY ALL
+), gmx_funding AS (
     SELECT source, market AS collateral_token,
            arg_max(rate_raw, block_number * 1000000 + log_index)::DOUBLE AS cum
     FROM funding_updates
     WHERE protocol = 'gmx_v1' AND (b IS NULL OR block_number <= b) GROUP BY ALL
-), k AS (
-    SELECT source, max(v) FILTER (WHERE name = 'marginFeeBasisPoints') AS fee_bps,
-           max(v) FILTER (WHERE name = 'liquidationFeeUsd') / 1e30 AS liq_fee_usd,
-           max(v) FILTER (WHERE name = 'maxLeverage') AS max_leverage
-    FROM (SELECT source, name, arg_max(value_raw, block_number)::DOUBLE AS v
-          FROM protocol_parameters WHERE b IS NULL OR block_number <= b GROUP BY ALL)
-    GROUP BY source
+), sequence AS (
+    SELECT source, market, funding_index, rate_raw::DOUBLE / 1e18 AS entry
+    FROM funding_updates
+    WHERE protocol = 'synthetix_perps_v2' AND (b IS NULL OR block_number <= b)
+), latest AS (
+    SELECT source, market, arg_max(entry, funding_index) AS latest FROM sequence GROUP BY ALL
 ), p AS (
     SELECT p.*, a.asset, m.mark_price_usd, size_usd::DOUBLE AS s,
            collateral_usd::DOUBLE AS c, entry_price_usd::DOUBLE AS e,
@@ -88,19 +113,45 @@ WITH f AS (
                size_usd::DOUBLE * (coalesce(f.cum, CASE WHEN funding_entry_raw = 0 THEN 0 END)
                                    - funding_entry_raw::DOUBLE) / 1e6
                + size_usd::DOUBLE * k.fee_bps / 1e4 + k.liq_fee_usd,
-               size_usd::DOUBLE * 1e4 / k.max_leverage) END AS need
+               size_usd::DOUBLE * 1e4 / k.max_leverage) END AS need,
+           -- Synthetix: signed size (base units), the rule's terms (see above)
+           CASE WHEN is_long THEN 1 ELSE -1 END * size_tokens::DOUBLE AS q,
+           CASE WHEN funding_entry_raw = 0 THEN 0.0 ELSE l.latest - sq.entry END AS funding,
+           x.skew_scale, x.premium_mult, x.buffer_ratio, k.min_keeper_fee, k.max_keeper_fee,
+           k.liq_fee_ratio, k.keeper_liq_fee
     FROM open_positions_at(b) p
     LEFT JOIN market_assets a USING (chain_id, protocol, market)
     LEFT JOIN mark_prices_at(b) m USING (chain_id, protocol, market)
-    LEFT JOIN f ON f.source = p.source AND f.collateral_token = p.collateral_token
-    LEFT JOIN k ON k.source = p.source
+    LEFT JOIN gmx_funding f ON f.source = p.source AND f.collateral_token = p.collateral_token
+    LEFT JOIN protocol_wide k ON k.source = p.source
+    LEFT JOIN per_market x ON x.source = p.source AND x.market_key = a.symbol
+    LEFT JOIN latest l ON l.source = p.source AND l.market = p.market
+    LEFT JOIN sequence sq ON sq.source = p.source AND sq.market = p.market
+                         AND sq.funding_index = p.funding_entry_raw::BIGINT
+), sx AS (
+    SELECT *,
+           q - q * q * premium_mult / skew_scale - abs(q) * buffer_ratio AS slope,
+           c - q * last_price_usd::DOUBLE + q * funding - keeper_liq_fee AS base
+    FROM p
 ), l AS (
     SELECT *,
            CASE WHEN protocol = 'gmx_v1' AND need IS NOT NULL AND c >= need AND s > 0
                 THEN e * (1 + (CASE WHEN is_long THEN -1 ELSE 1 END) * (c - need) / s)
+                WHEN protocol = 'synthetix_perps_v2' THEN coalesce(
+                    -- keeper fee at its minimum, proportional, at its maximum
+                    CASE WHEN (min_keeper_fee - base) / slope > 0 AND abs(q) * liq_fee_ratio
+                              * (min_keeper_fee - base) / slope <= min_keeper_fee
+                         THEN (min_keeper_fee - base) / slope END,
+                    CASE WHEN -base / (slope - abs(q) * liq_fee_ratio) > 0
+                              AND abs(q) * liq_fee_ratio * -base / (slope - abs(q) * liq_fee_ratio)
+                                  BETWEEN min_keeper_fee AND max_keeper_fee
+                         THEN -base / (slope - abs(q) * liq_fee_ratio) END,
+                    CASE WHEN (max_keeper_fee - base) / slope > 0 AND abs(q) * liq_fee_ratio
+                              * (max_keeper_fee - base) / slope >= max_keeper_fee
+                         THEN (max_keeper_fee - base) / slope END)
                 WHEN protocol = 'gtrade' THEN liquidation_price_usd::DOUBLE END AS liq,
            protocol = 'gmx_v1' AND need IS NOT NULL AND c < need AS beyond
-    FROM p
+    FROM sx
 )
 SELECT chain_id, protocol, source, position_key, account, market, asset, is_long, size_usd,
        collateral_usd, (s / nullif(c, 0))::DOUBLE AS leverage, entry_price_usd, mark_price_usd,
@@ -113,6 +164,14 @@ SELECT chain_id, protocol, source, position_key, account, market, asset, is_long
             WHEN liq IS NOT NULL THEN NULL
             WHEN protocol = 'gmx_v1'
                 THEN 'Vault parameters or the cumulative funding rate unknown at this block'
+            WHEN protocol = 'synthetix_perps_v2' AND (skew_scale IS NULL OR liq_fee_ratio IS NULL
+                                                     OR keeper_liq_fee IS NULL)
+                THEN 'settings unknown: add the PerpsV2MarketSettings contract as '
+                     || 'contracts.market_settings'
+            WHEN protocol = 'synthetix_perps_v2' AND funding IS NULL
+                THEN 'the funding entry of the position is not in the indexed range'
+            WHEN protocol = 'synthetix_perps_v2'
+                THEN 'none: the margin covers a fall of the price to 0'
             WHEN protocol = 'gtrade' THEN 'changed since its last execution event (not read)'
             WHEN protocol = 'perp_v2'
                 THEN 'cross margin: the price depends on the whole account (not indexed)'

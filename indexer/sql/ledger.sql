@@ -12,7 +12,8 @@ ORDER BY block_number, log_index;
 -- name: listed_markets
 SELECT market, min(block_number) FROM markets WHERE source = $source GROUP BY market;
 -- name: parameters_of_source
-SELECT name, block_number, value_raw::VARCHAR FROM protocol_parameters WHERE source = $source
+SELECT name, block_number, value_raw::VARCHAR FROM protocol_parameters
+WHERE source = $source AND log_index = -1
 ORDER BY block_number;
 
 -- name: block_time
@@ -119,7 +120,7 @@ SELECT $chain_id, $protocol, $source, block_number,
        market, CAST(rate AS BIGNUM), funding_index, CAST(current_rate AS BIGNUM)
 FROM batch_funding;
 -- name: insert_parameter
-INSERT INTO protocol_parameters VALUES (?, ?, ?, ?, ?, CAST(? AS BIGNUM));
+INSERT INTO protocol_parameters VALUES (?, ?, ?, ?, ?, ?, ?, CAST(? AS BIGNUM));
 
 -- name: insert_markets
 INSERT INTO markets BY NAME
@@ -171,7 +172,7 @@ SELECT chain_id, protocol, source, position_key, account, market, collateral_tok
        size_after_raw AS size_raw, collateral_after_raw AS collateral_raw, entry_price_raw,
        index_token, size_after_tokens AS size_tokens, collateral_after_tokens AS collateral_tokens,
        size_after_tokens_raw AS size_tokens_raw, collateral_after_tokens_raw AS collateral_tokens_raw,
-       funding_entry_raw, liquidation_price_usd
+       funding_entry_raw, liquidation_price_usd, price_usd AS last_price_usd
 FROM position_changes JOIN last ON rowid = last.r
 WHERE {where};  -- (lets the scan skip what the aggregate skipped)
 

@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS positions (
     size_tokens_raw       BIGNUM,
     collateral_tokens_raw BIGNUM,
     funding_entry_raw     BIGNUM,
-    liquidation_price_usd DECIMAL(38,18)
+    liquidation_price_usd DECIMAL(38,18),
+    last_price_usd        DECIMAL(38,18)           -- price of its last change
 );
 
 CREATE TABLE IF NOT EXISTS funding_updates (
@@ -157,16 +158,20 @@ CREATE TABLE IF NOT EXISTS markets (
     asset         VARCHAR
 );
 
--- Protocol parameters that their setters change without an event (GMX v1 Vault's
--- marginFeeBasisPoints, liquidationFeeUsd, maxLeverage), read with eth_call at the end of each
--- committed range and stored when they change (or given in the config: block_number 0).
+-- Protocol parameters the risk views read, each from the block it takes effect: set by events
+-- (Synthetix PerpsV2MarketSettings' ParameterUpdated per market key and its global keeper and
+-- liquidation fees), or, where the setters emit nothing (GMX v1 Vault's marginFeeBasisPoints,
+-- liquidationFeeUsd, maxLeverage), read with eth_call (log_index -1; the block a new value
+-- starts at is found by bisection) or given in the config.
 CREATE TABLE IF NOT EXISTS protocol_parameters (
     chain_id      BIGINT NOT NULL,
     protocol      VARCHAR NOT NULL,
     source        VARCHAR NOT NULL,
-    block_number  BIGINT NOT NULL,              -- read at this block (in force at it)
+    block_number  BIGINT NOT NULL,
+    log_index     INTEGER NOT NULL,             -- -1: read with eth_call / configured
+    market        VARCHAR,                      -- the protocol's market key; NULL: all markets
     name          VARCHAR NOT NULL,
-    value_raw     BIGNUM NOT NULL
+    value_raw     BIGNUM NOT NULL               -- as the protocol stores it (e.g. 1e18 ratios)
 );
 
 -- The thresholds of the analytics views, from the writer's config (one row).

@@ -35,8 +35,9 @@ class RangeRows:
     #: Protocol OI updates: block_number, block_time, log_index, market, collateral_token,
     #: is_long, unit, delta, next_value.
     open_interest: dict[str, list[Any]] | None = None
-    #: Protocol parameters read in the range, where they changed: (block_number, name, value).
-    parameters: list[tuple[int, str, int]] | None = None
+    #: Protocol parameters set in the range: (block_number, log_index, market or None, name,
+    #: value); values read with eth_call have log_index -1 (in force from the block's start).
+    parameters: list[tuple[int, int, str | None, str, int]] | None = None
 
     @property
     def change_count(self) -> int:
