@@ -18,9 +18,12 @@ contract GmxV1TestVault {
     }
 
     uint256 public constant PRICE_PRECISION = 1e30;
-    uint256 public constant MARGIN_FEE_BPS = 10;          // 0.1 %
-    uint256 public constant MAX_LEVERAGE = 50;            // 50x
-    uint256 public constant LIQUIDATION_FEE_USD = 5e30;   // $5
+    uint256 public constant BASIS_POINTS_DIVISOR = 10000;
+    uint256 public constant FUNDING_RATE_PRECISION = 1e6;
+    // The real Vault's settings, under its getters' names; like its setters, setFees emits nothing.
+    uint256 public marginFeeBasisPoints = 10;             // 0.1 %
+    uint256 public liquidationFeeUsd = 5e30;              // $5
+    uint256 public maxLeverage = 50 * BASIS_POINTS_DIVISOR; // 50x
     uint256 public constant FUNDING_INTERVAL = 3600;
     uint256 public constant FUNDING_RATE_STEP = 100;      // per interval, 1e6 precision
 
@@ -53,6 +56,13 @@ contract GmxV1TestVault {
     function setLiquidator(address account, bool active) external {
         require(msg.sender == gov, "Vault: forbidden");
         isLiquidator[account] = active;
+    }
+
+    function setFees(uint256 marginFeeBps, uint256 liquidationFee, uint256 maxLeverageBps) external {
+        require(msg.sender == gov, "Vault: forbidden");
+        marginFeeBasisPoints = marginFeeBps;
+        liquidationFeeUsd = liquidationFee;
+        maxLeverage = maxLeverageBps;
     }
 
     function setPrice(address token, uint256 price) external {
@@ -95,11 +105,15 @@ contract GmxV1TestVault {
         Position memory p = positions[getPositionKey(account, collateralToken, indexToken, isLong)];
         if (p.size == 0) return 0;
         (bool hasProfit, uint256 delta) = getDelta(indexToken, p.size, p.averagePrice, isLong);
-        uint256 fees = p.size * MARGIN_FEE_BPS / 10000;
+        // funding accrued to the stored cumulative rate, plus the fee of closing the whole size
+        uint256 fees = p.size * (cumulativeFundingRates[collateralToken] - p.entryFundingRate)
+            / FUNDING_RATE_PRECISION;
+        fees += p.size - p.size * (BASIS_POINTS_DIVISOR - marginFeeBasisPoints) / BASIS_POINTS_DIVISOR;
         if (!hasProfit && p.collateral < delta) return 1;
         uint256 remaining = hasProfit ? p.collateral : p.collateral - delta;
-        if (remaining < fees + LIQUIDATION_FEE_USD) return 1;
-        if (remaining * MAX_LEVERAGE < p.size) return 2;
+        if (remaining < fees) return 1;
+        if (remaining < fees + liquidationFeeUsd) return 1;
+        if (remaining * maxLeverage < p.size * BASIS_POINTS_DIVISOR) return 2;
         return 0;
     }
 
@@ -141,7 +155,7 @@ contract GmxV1TestVault {
         } else if (sizeDelta > 0) {
             p.averagePrice = _nextAveragePrice(indexToken, p, isLong, price, sizeDelta);
         }
-        uint256 fee = sizeDelta * MARGIN_FEE_BPS / 10000;
+        uint256 fee = sizeDelta * marginFeeBasisPoints / BASIS_POINTS_DIVISOR;
         p.collateral += collateralDeltaUsd;
         require(p.collateral >= fee, "Vault: insufficient collateral for fees");
         p.collateral -= fee;
@@ -205,7 +219,7 @@ contract GmxV1TestVault {
             payout += p.collateral;
             p.collateral = 0;
         }
-        uint256 fee = sizeDelta * MARGIN_FEE_BPS / 10000;
+        uint256 fee = sizeDelta * marginFeeBasisPoints / BASIS_POINTS_DIVISOR;
         if (payout >= fee) {
             payout -= fee;
         } else {
@@ -249,7 +263,7 @@ contract GmxV1TestVault {
             return;
         }
         uint256 markPrice = prices[indexToken];
-        emit CollectMarginFees(collateralToken, p.size * MARGIN_FEE_BPS / 10000, 0);
+        emit CollectMarginFees(collateralToken, p.size * marginFeeBasisPoints / BASIS_POINTS_DIVISOR, 0);
         emit LiquidatePosition(key, account, collateralToken, indexToken, isLong, p.size,
             p.collateral, p.reserveAmount, p.realisedPnl, markPrice);
         if (!isLong) globalShortSizes[indexToken] -= p.size;
