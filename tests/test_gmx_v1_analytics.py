@@ -270,3 +270,40 @@ def test_concentration_ratios_and_wallets_at_snapshots(db, gmx_v1_truth):
         assert count == k
         assert abs(g - Decimal(to_decimal18(gross[account], 30))) <= k * Decimal("1e-18")
         assert abs(n - Decimal(to_decimal18(net[account], 30))) <= k * Decimal("1e-18")
+
+
+def test_wallet_realised_pnl_is_the_vaults(db, gmx_v1_truth, gmx_v1_logs):
+    """Per account: the realisedPnl of every ClosePosition and LiquidatePosition log, plus that
+    of its positions open at the head (getPosition's, signed by hasProfit)."""
+    close = "0x73af1d417d82c240fdb6d319b34ad884487c6bf2845d98980cc52ad9171cb455"
+    vault = gmx_v1_truth["contracts"]["Vault"].lower()
+    owner: dict[str, str] = {}
+    pnl: dict[str, int] = defaultdict(int)
+    count: dict[str, int] = defaultdict(int)
+    for lg in gmx_v1_logs:
+        if lg["address"] != vault:
+            continue
+        data = bytes.fromhex(lg["data"][2:])
+        topic = lg["topics"][0]
+        if topic == INCREASE:
+            v = eth_abi.decode(POSITION_EVENT, data)
+            owner["0x" + v[0].hex()] = v[1]
+        elif topic == close:
+            v = eth_abi.decode(["bytes32", "uint256", "uint256", "uint256", "uint256", "uint256",
+                                "int256"], data)
+            pnl[owner["0x" + v[0].hex()]] += v[6]
+            count[owner["0x" + v[0].hex()]] += 1
+        elif topic == LIQUIDATE:
+            v = eth_abi.decode(LIQUIDATE_EVENT, data)
+            pnl[v[1]] += v[8]
+            count[v[1]] += 1
+    for p in gmx_v1_truth["snapshots"][-1]["positions"]:
+        if int(p["size"]) > 0:
+            a = p["account"].lower()
+            pnl[a] += int(p["realisedPnl"]) * (1 if p["hasProfit"] else -1)
+            count[a] += 1
+    got = dict(query(db, "SELECT account, realized_pnl_usd FROM wallet_exposure"))
+    assert set(got) == set(owner.values())
+    for account, value in got.items():
+        want = Decimal(to_decimal18(pnl[account], 30))
+        assert abs(value - want) <= count[account] * Decimal("1e-18"), account

@@ -84,6 +84,21 @@ def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, in
     for proto, m, acc, top10, hhi, gini, whales in wc:
         w.add_row(proto, labels.get(m, m[:10]), str(acc), f"{top10:.1%}", f"{hhi:.3f}",
                   f"{gini:.3f}", str(whales))
+    _, venues = store.query("SELECT asset, protocol, total_oi_usd, venue_share, dominant "
+                            "FROM asset_open_interest ORDER BY asset, total_oi_usd DESC")
+    a = Table("asset", "venue", "total OI", "share of the asset's OI", title="Assets across venues")
+    for asset, proto, tot, share, dominant in venues:
+        a.add_row(asset, proto, _usd(tot),
+                  f"{share:.1%}" + (" dominant" if dominant else "") if share is not None else "-")
+    _, cascade = store.query(
+        "SELECT asset, move_pct, long_liquidated_usd, short_liquidated_usd, unpriced_oi_usd "
+        "FROM liquidation_map WHERE scope = 'asset' AND move_pct IN (2, 5, 10, 20) "
+        "ORDER BY asset, move_pct")
+    lm = Table("asset", "move", "longs liquidated by a fall", "shorts liquidated by a rise",
+               "OI without a liquidation price",
+               title="Liquidation map (each position's own liquidation price)")
+    for asset, pct, lg, sh, unpriced in cascade:
+        lm.add_row(asset, f"{pct}%", _usd(lg), _usd(sh), _usd(unpriced))
     _, kinds = store.query("SELECT kind, count(*) FROM position_changes GROUP BY ALL ORDER BY 1")
     _, top = store.query("SELECT account, sum(size_usd) s FROM positions WHERE status = 'open' "
                          "GROUP BY account ORDER BY s DESC LIMIT 5")
@@ -98,7 +113,7 @@ def render(store: Store, head: int, stats: dict[str, int], indexed: dict[str, in
     return Group(Panel(summary, title="perp-indexer demo: GMX v1, GMX v2, Perpetual v2, "
                                       "Synthetix and gTrade-style test contracts on a local "
                                       "anvil"),
-                 t, w, wh)
+                 t, a, lm, w, wh)
 
 
 def run_demo(duration: float | None = None, traders: int = 30, headless: bool = False) -> int:

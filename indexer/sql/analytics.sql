@@ -406,8 +406,8 @@ SELECT CASE WHEN market IS NULL THEN 'asset' ELSE 'market' END AS scope,
 FROM ranked GROUP BY chain_id, protocol, market, asset;
 
 -- 12. Each account over every protocol and chain: open exposure (gross, net long minus short,
--- net per asset), liquidations suffered, realised PnL where the protocol reports it (of its
--- closed positions plus its open ones), first and last activity.
+-- net per asset), liquidations suffered, realised PnL where the protocol reports it (summed by
+-- each protocol's convention: docs/sql.md), first and last activity.
 CREATE OR REPLACE VIEW wallet_asset_exposure AS
 SELECT p.account, a.asset,
        sum(CASE WHEN is_long THEN size_usd ELSE 0 END)::DECIMAL(38,18) AS long_usd,
@@ -421,15 +421,23 @@ CREATE OR REPLACE VIEW wallet_exposure AS
 WITH o AS (
     SELECT account, sum(size_usd) AS gross,
            sum(CASE WHEN is_long THEN size_usd ELSE -size_usd END) AS net,
-           count(*) AS open_positions, sum(realized_pnl_usd) AS open_pnl,
+           count(*) AS open_positions,
            count(DISTINCT protocol) AS protocols, count(DISTINCT chain_id) AS chains
     FROM positions WHERE status = 'open' GROUP BY account
+), kept AS (
+    -- realised PnL held on positions: Perp v2's per key over its whole life, GMX v1's (and
+    -- other per-position figures) on the open ones; GMX v2 reports it per change (below)
+    SELECT account, sum(realized_pnl_usd) AS pnl FROM positions
+    WHERE protocol = 'perp_v2' OR (protocol <> 'gmx_v2' AND status = 'open')
+    GROUP BY account
 ), e AS (
     SELECT account, map_from_entries(list((asset, net_usd) ORDER BY asset)) AS net_by_asset
     FROM wallet_asset_exposure WHERE asset IS NOT NULL GROUP BY account
 ), h AS (
     SELECT account, count(*) FILTER (WHERE kind = 'liquidation') AS liquidations,
-           sum(realized_pnl_usd) FILTER (WHERE kind IN ('close', 'liquidation')) AS closed_pnl,
+           sum(realized_pnl_usd) FILTER (
+               WHERE protocol = 'gmx_v2'
+                  OR (protocol <> 'perp_v2' AND kind IN ('close', 'liquidation'))) AS closed_pnl,
            min(block_time) AS first_activity, max(block_time) AS last_activity
     FROM position_changes GROUP BY account
 )
@@ -437,11 +445,11 @@ SELECT h.account, coalesce(o.gross, 0)::DECIMAL(38,18) AS gross_usd,
        coalesce(o.net, 0)::DECIMAL(38,18) AS net_usd, e.net_by_asset,
        coalesce(o.open_positions, 0) AS open_positions, coalesce(o.protocols, 0) AS protocols,
        coalesce(o.chains, 0) AS chains, h.liquidations,
-       CASE WHEN h.closed_pnl IS NOT NULL OR o.open_pnl IS NOT NULL
-            THEN (coalesce(h.closed_pnl, 0) + coalesce(o.open_pnl, 0))::DECIMAL(38,18)
+       CASE WHEN h.closed_pnl IS NOT NULL OR kept.pnl IS NOT NULL
+            THEN (coalesce(h.closed_pnl, 0) + coalesce(kept.pnl, 0))::DECIMAL(38,18)
        END AS realized_pnl_usd,
        h.first_activity, h.last_activity
-FROM h LEFT JOIN o USING (account) LEFT JOIN e USING (account);
+FROM h LEFT JOIN o USING (account) LEFT JOIN e USING (account) LEFT JOIN kept USING (account);
 
 -- Concentration as of block b: the whale_concentration view's columns over open_positions_at(b).
 CREATE OR REPLACE MACRO whale_concentration_at(b) AS TABLE
