@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rich.console import Console
 
 from indexer.devnet.demo import render
