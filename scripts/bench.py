@@ -299,7 +299,9 @@ QUERIES = {
     # the market named as an analyst would, so the filter reaches the ledger scan
     "oi_history (1 market, hourly)": "SELECT * FROM oi_history WHERE market = '{market}'",
     "asset_open_interest": "SELECT * FROM asset_open_interest",
-    "position_risk": "SELECT * FROM position_risk",
+    # a risk dashboard's table: every open position is priced, the nearest are shown
+    "position_risk (100 nearest to liquidation)":
+        "SELECT * FROM position_risk ORDER BY distance_to_liquidation LIMIT 100",
     "liquidation_map": "SELECT * FROM liquidation_map",
     "prices_hourly (1 market)": "SELECT * FROM prices_hourly WHERE market = '{market}'",
     "volume_hourly (1 market)": "SELECT * FROM volume_hourly WHERE market = '{market}'",
@@ -309,8 +311,10 @@ QUERIES = {
         "SELECT * FROM funding_rates_hourly WHERE market = '{market}'",
     "imbalance_episodes": "SELECT * FROM imbalance_episodes",
     "long_short_ratios": "SELECT * FROM long_short_ratios",
-    "wallet_exposure": "SELECT * FROM wallet_exposure",
-    "position_risk_at (mid-history)": "SELECT * FROM position_risk_at({mid})",
+    "wallet_exposure (100 largest)": "SELECT * FROM wallet_exposure ORDER BY gross_usd DESC "
+                                     "LIMIT 100",
+    "position_risk_at (mid-history, 100 nearest)":
+        "SELECT * FROM position_risk_at({mid}) ORDER BY distance_to_liquidation LIMIT 100",
     "liquidation_map_at (mid-history)": "SELECT * FROM liquidation_map_at({mid})",
     "whale_concentration_at (mid-history)": "SELECT * FROM whale_concentration_at({mid})",
 }

@@ -16,12 +16,12 @@ FROM markets GROUP BY chain_id, protocol, market;
 CREATE OR REPLACE MACRO open_positions_at(b) AS TABLE
 SELECT chain_id, protocol, source, position_key, account, market, collateral_token, is_long,
        size_usd, collateral_usd, entry_price_usd, realized_pnl_usd, size_tokens,
-       funding_entry_raw, liquidation_price_usd, last_price_usd, updated_block
+       funding_entry, liquidation_price_usd, last_price_usd, updated_block
 FROM positions WHERE b IS NULL AND status = 'open'
 UNION ALL
 SELECT chain_id, protocol, source, position_key, account, market, collateral_token, is_long,
        size_after_usd, collateral_after_usd, entry_price_usd, realized_pnl_usd,
-       size_after_tokens, funding_entry_raw, liquidation_price_usd, price_usd, block_number
+       size_after_tokens, funding_entry, liquidation_price_usd, price_usd, block_number
 FROM position_changes
 WHERE b IS NOT NULL AND size_after_raw <> 0 AND rowid IN (
     SELECT arg_max(rowid, block_number * 1000000 + log_index) FROM position_changes
@@ -38,13 +38,18 @@ GROUP BY chain_id, protocol, market;
 -- 2. Open interest per asset and venue, each venue's share of the asset's OI over every
 -- indexed venue, and OI at the mark price where sizes in tokens are known.
 CREATE OR REPLACE VIEW asset_open_interest AS
-WITH v AS (
+WITH per_market AS (
+    SELECT chain_id, protocol, market,
+           sum(size_usd) FILTER (WHERE is_long) AS l, sum(size_usd) FILTER (WHERE NOT is_long) AS s,
+           sum(size_tokens::DOUBLE) AS tokens, count(*) FILTER (WHERE size_tokens IS NULL) AS untokened
+    FROM positions WHERE status = 'open' GROUP BY ALL
+), v AS (
     SELECT p.chain_id, p.protocol, a.asset,
-           coalesce(sum(size_usd) FILTER (WHERE is_long), 0)::DECIMAL(38,18)     AS long_oi_usd,
-           coalesce(sum(size_usd) FILTER (WHERE NOT is_long), 0)::DECIMAL(38,18) AS short_oi_usd,
-           sum(size_tokens::DOUBLE * m.mark_price_usd::DOUBLE)                  AS mark_value,
-           count(*) FILTER (WHERE size_tokens IS NULL OR m.mark_price_usd IS NULL) AS unmarked
-    FROM open_positions_at(NULL) p
+           coalesce(sum(l), 0)::DECIMAL(38,18) AS long_oi_usd,
+           coalesce(sum(s), 0)::DECIMAL(38,18) AS short_oi_usd,
+           sum(tokens * m.mark_price_usd::DOUBLE) AS mark_value,
+           sum(untokened) + count(*) FILTER (WHERE m.mark_price_usd IS NULL) AS unmarked
+    FROM per_market p
     JOIN market_assets a USING (chain_id, protocol, market)
     LEFT JOIN mark_prices_at(NULL) m USING (chain_id, protocol, market)
     WHERE a.asset IS NOT NULL
@@ -105,29 +110,40 @@ WITH params AS (
     WHERE protocol = 'synthetix_perps_v2' AND (b IS NULL OR block_number <= b)
 ), latest AS (
     SELECT source, market, arg_max(entry, funding_index) AS latest FROM sequence GROUP BY ALL
+), context AS (
+    -- what positions share (per source, market and collateral token), joined once: a few
+    -- rows (from every key ever seen: the open ones as of any block are among them)
+    SELECT o.chain_id, o.protocol, o.source, o.market, coalesce(o.collateral_token, '')
+               AS collateral, a.asset,
+           m.mark_price_usd, f.cum, l.latest, k.fee_bps, k.liq_fee_usd, k.max_leverage,
+           k.min_keeper_fee, k.max_keeper_fee, k.liq_fee_ratio, k.keeper_liq_fee, x.skew_scale,
+           x.premium_mult, x.buffer_ratio
+    FROM (SELECT DISTINCT chain_id, protocol, source, market, collateral_token FROM positions) o
+    LEFT JOIN market_assets a USING (chain_id, protocol, market)
+    LEFT JOIN mark_prices_at(b) m USING (chain_id, protocol, market)
+    LEFT JOIN gmx_funding f ON f.source = o.source AND f.collateral_token = o.collateral_token
+    LEFT JOIN protocol_wide k ON k.source = o.source
+    LEFT JOIN per_market x ON x.source = o.source AND x.market_key = a.symbol
+    LEFT JOIN latest l ON l.source = o.source AND l.market = o.market
 ), p AS (
-    SELECT p.*, a.asset, m.mark_price_usd, size_usd::DOUBLE AS s,
+    SELECT p.*, t.asset, t.mark_price_usd, size_usd::DOUBLE AS s,
            collateral_usd::DOUBLE AS c, entry_price_usd::DOUBLE AS e,
            -- GMX v1: what the collateral left must cover (USD)
            CASE WHEN p.protocol = 'gmx_v1' THEN greatest(
-               size_usd::DOUBLE * (coalesce(f.cum, CASE WHEN funding_entry_raw = 0 THEN 0 END)
-                                   - funding_entry_raw::DOUBLE) / 1e6
-               + size_usd::DOUBLE * k.fee_bps / 1e4 + k.liq_fee_usd,
-               size_usd::DOUBLE * 1e4 / k.max_leverage) END AS need,
+               size_usd::DOUBLE * (coalesce(t.cum, CASE WHEN funding_entry = 0 THEN 0 END)
+                                   - funding_entry::DOUBLE) / 1e6
+               + size_usd::DOUBLE * t.fee_bps / 1e4 + t.liq_fee_usd,
+               size_usd::DOUBLE * 1e4 / t.max_leverage) END AS need,
            -- Synthetix: signed size (base units), the rule's terms (see above)
            CASE WHEN is_long THEN 1 ELSE -1 END * size_tokens::DOUBLE AS q,
-           CASE WHEN funding_entry_raw = 0 THEN 0.0 ELSE l.latest - sq.entry END AS funding,
-           x.skew_scale, x.premium_mult, x.buffer_ratio, k.min_keeper_fee, k.max_keeper_fee,
-           k.liq_fee_ratio, k.keeper_liq_fee
+           CASE WHEN funding_entry = 0 THEN 0.0 ELSE t.latest - sq.entry END AS funding,
+           t.skew_scale, t.premium_mult, t.buffer_ratio, t.min_keeper_fee, t.max_keeper_fee,
+           t.liq_fee_ratio, t.keeper_liq_fee
     FROM open_positions_at(b) p
-    LEFT JOIN market_assets a USING (chain_id, protocol, market)
-    LEFT JOIN mark_prices_at(b) m USING (chain_id, protocol, market)
-    LEFT JOIN gmx_funding f ON f.source = p.source AND f.collateral_token = p.collateral_token
-    LEFT JOIN protocol_wide k ON k.source = p.source
-    LEFT JOIN per_market x ON x.source = p.source AND x.market_key = a.symbol
-    LEFT JOIN latest l ON l.source = p.source AND l.market = p.market
-    LEFT JOIN sequence sq ON sq.source = p.source AND sq.market = p.market
-                         AND sq.funding_index = p.funding_entry_raw::BIGINT
+    JOIN context t ON t.source = p.source AND t.market = p.market
+                  AND t.collateral = coalesce(p.collateral_token, '')
+    LEFT JOIN sequence sq ON p.protocol = 'synthetix_perps_v2' AND sq.source = p.source
+                         AND sq.market = p.market AND sq.funding_index = p.funding_entry
 ), sx AS (
     SELECT *,
            q - q * q * premium_mult / skew_scale - abs(q) * buffer_ratio AS slope,
@@ -194,20 +210,41 @@ CREATE OR REPLACE VIEW position_risk AS SELECT * FROM position_risk_at(NULL);
 -- (cumulative; positions liquidatable already count from 1%). unpriced_oi_usd: open OI whose
 -- liquidation price is unknown (left out of the map).
 CREATE OR REPLACE MACRO liquidation_map_at(b) AS TABLE
-WITH r AS (SELECT * FROM position_risk_at(b) WHERE mark_price_usd IS NOT NULL)
-SELECT CASE WHEN grouping(market) = 0 THEN 'market' ELSE 'asset' END AS scope,
-       chain_id, protocol, market, asset, move_pct,
-       coalesce(sum(size_usd) FILTER (WHERE is_long AND (liquidatable
-           OR liquidation_price_usd::DOUBLE >= mark_price_usd::DOUBLE * (1 - move_pct / 100))),
-           0)::DECIMAL(38,18) AS long_liquidated_usd,
-       coalesce(sum(size_usd) FILTER (WHERE NOT is_long AND (liquidatable
-           OR liquidation_price_usd::DOUBLE <= mark_price_usd::DOUBLE * (1 + move_pct / 100))),
-           0)::DECIMAL(38,18) AS short_liquidated_usd,
-       coalesce(sum(size_usd) FILTER (WHERE liquidation_price_usd IS NULL AND NOT liquidatable),
-           0)::DECIMAL(38,18) AS unpriced_oi_usd
-FROM r CROSS JOIN (SELECT unnest(range(1, 51))::INTEGER AS move_pct)
-GROUP BY GROUPING SETS ((chain_id, protocol, market, asset, move_pct), (asset, move_pct))
-HAVING grouping(market) = 0 OR asset IS NOT NULL;
+WITH r AS (
+    -- each position's step: the smallest whole % move from the mark that liquidates it
+    -- (rounded to 1e-9 % first, so a price exactly on a step is liquidated by it)
+    SELECT chain_id, protocol, market, asset, is_long, size_usd,
+           CASE WHEN liquidatable THEN 1
+                WHEN liquidation_price_usd IS NOT NULL THEN greatest(1, ceil(round(100 * CASE
+                    WHEN is_long THEN 1 - liquidation_price_usd::DOUBLE / mark_price_usd::DOUBLE
+                    ELSE liquidation_price_usd::DOUBLE / mark_price_usd::DOUBLE - 1 END, 9)))
+           END AS step
+    FROM position_risk_at(b) WHERE mark_price_usd > 0
+), by_market AS (
+    SELECT chain_id, protocol, market, asset, step,
+           coalesce(sum(size_usd) FILTER (WHERE is_long), 0) AS l,
+           coalesce(sum(size_usd) FILTER (WHERE NOT is_long), 0) AS s
+    FROM r GROUP BY ALL
+), steps AS (
+    SELECT 'market' AS scope, * FROM by_market
+    UNION ALL
+    SELECT 'asset', NULL, NULL, NULL, asset, step, sum(l), sum(s)
+    FROM by_market WHERE asset IS NOT NULL GROUP BY asset, step
+), scopes AS (
+    SELECT scope, chain_id, protocol, market, asset,
+           coalesce(sum(l + s) FILTER (WHERE step IS NULL), 0) AS unpriced
+    FROM steps GROUP BY ALL
+)
+SELECT c.scope, c.chain_id, c.protocol, c.market, c.asset, g.move_pct,
+       coalesce(sum(t.l) OVER w, 0)::DECIMAL(38,18) AS long_liquidated_usd,
+       coalesce(sum(t.s) OVER w, 0)::DECIMAL(38,18) AS short_liquidated_usd,
+       c.unpriced::DECIMAL(38,18) AS unpriced_oi_usd
+FROM scopes c CROSS JOIN (SELECT unnest(range(1, 51))::INTEGER AS move_pct) g
+LEFT JOIN steps t ON t.scope = c.scope AND t.step = g.move_pct
+     AND t.chain_id IS NOT DISTINCT FROM c.chain_id AND t.protocol IS NOT DISTINCT FROM c.protocol
+     AND t.market IS NOT DISTINCT FROM c.market AND t.asset IS NOT DISTINCT FROM c.asset
+WINDOW w AS (PARTITION BY c.scope, c.chain_id, c.protocol, c.market, c.asset
+             ORDER BY g.move_pct);
 
 CREATE OR REPLACE VIEW liquidation_map AS SELECT * FROM liquidation_map_at(NULL);
 

@@ -90,7 +90,7 @@ SELECT $chain_id AS chain_id, $protocol AS protocol, $source AS source, block_nu
        CAST(index_decimals AS TINYINT) AS index_decimals,
        CAST(collateral_decimals AS TINYINT) AS collateral_decimals,
        size_after_tokens, collateral_after_tokens,
-       CAST(funding_entry_raw AS BIGNUM) AS funding_entry_raw, liquidation_price_usd,
+       funding_entry, liquidation_price_usd,
        l - coalesce(lag(l) OVER k, prev_l, 0) AS long_oi_delta_usd,
        s - coalesce(lag(s) OVER k, prev_s, 0) AS short_oi_delta_usd
 FROM (SELECT *, CASE WHEN is_long THEN size_after_usd ELSE 0 END AS l,
@@ -172,7 +172,7 @@ SELECT chain_id, protocol, source, position_key, account, market, collateral_tok
        size_after_raw AS size_raw, collateral_after_raw AS collateral_raw, entry_price_raw,
        index_token, size_after_tokens AS size_tokens, collateral_after_tokens AS collateral_tokens,
        size_after_tokens_raw AS size_tokens_raw, collateral_after_tokens_raw AS collateral_tokens_raw,
-       funding_entry_raw, liquidation_price_usd, price_usd AS last_price_usd
+       funding_entry, liquidation_price_usd, price_usd AS last_price_usd
 FROM position_changes JOIN last ON rowid = last.r
 WHERE {where};  -- (lets the scan skip what the aggregate skipped)
 

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS position_changes (
     short_oi_delta_usd          DECIMAL(38,18),
     -- the position's funding reference after the change, protocol units (GMX v1
     -- entryFundingRate, 1e6; Synthetix: index into the market's funding sequence)
-    funding_entry_raw           BIGNUM,
+    funding_entry           BIGINT,
     -- the liquidation price after the change where the protocol's event reports one (gTrade
     -- liqPrice at execution); NULL elsewhere (see the position_risk view)
     liquidation_price_usd       DECIMAL(38,18)
@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS positions (
     collateral_tokens DECIMAL(38,18),
     size_tokens_raw       BIGNUM,
     collateral_tokens_raw BIGNUM,
-    funding_entry_raw     BIGNUM,
+    funding_entry     BIGINT,
     liquidation_price_usd DECIMAL(38,18),
     last_price_usd        DECIMAL(38,18)           -- price of its last change
 );

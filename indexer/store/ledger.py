@@ -46,7 +46,7 @@ class RangeRows:
 
 _USD_COLUMNS = ("size_delta", "collateral_delta", "size_after", "collateral_after", "price", "fee",
                 "realized_pnl", "entry_price", "liquidation_price")
-_RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price", "funding_entry")
+_RAW_COLUMNS = ("size_delta", "size_after", "collateral_after", "entry_price")
 _TOKEN_COLUMNS = ("size_delta_tokens", "size_after_tokens", "collateral_delta_tokens",
                   "collateral_after_tokens")
 #: Ledger columns passed through as they are.
@@ -78,6 +78,9 @@ def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
         values = c.get(name, none)
         data[f"{name}_raw"] = pa.array([None if v is None else str(v) for v in values],
                                        pa.string())
+    # small protocol counters (a funding rate at 1e6, a sequence index): BIGINT; one past
+    # 2**63 fails the range loudly rather than being cut
+    data["funding_entry"] = pa.array(c.get("funding_entry", none), pa.int64())
     table = pa.table(data)
     if not bad:
         return table, []
