@@ -192,13 +192,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     server.server_address[1])
     imbalances = ImbalanceWatch(cfg.imbalance_threshold, cfg.alert_webhook, metrics)
     imbalances.check(store)
+
+    def watch_imbalances() -> None:
+        imbalances.check(store)
+
     try:
         with _stop_on_signals() as stop:
             logger.info("sync started: %s", ", ".join(
                 f"{s.source.name} on {s.source.chain.name} via "
                 f"{chains[s.source.chain.name].rpc.endpoint}" for s in states))
             sync(states, chains, store, args.until, args.once, cfg.file, stop, snapshot,
-                 on_range, on_idle=lambda: imbalances.check(store), observer=metrics)
+                 on_range, on_idle=watch_imbalances, observer=metrics)
         last[0] = 0.0
         snapshot()
         imbalances.wait_sent()

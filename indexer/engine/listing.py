@@ -95,8 +95,8 @@ def list_markets(state: ScanState, rpc: Rpc, lo: int, changes: dict[str, list[An
         new[market] = (changes["block_number"][i], changes["log_index"][i],
                        changes["index_token"][i] or tokens[0], tokens[1], tokens[2], None)
     scheme = assets.SCHEMES.get(state.source.config.adapter, "token")
-    wanted = {m if scheme == "perp_v2" else v[2] for m, v in new.items()} - {None}
-    unknown = sorted(t for t in wanted if t not in state.symbols)  # type: ignore[misc]
+    wanted = {m if scheme == "perp_v2" else v[2] for m, v in new.items()}
+    unknown = sorted(t for t in wanted if t is not None and t not in state.symbols)
     if unknown:
         state.symbols.update(read_symbols(rpc, unknown))
     out: dict[str, list[Any]] = {k: [] for k in (
