@@ -70,7 +70,8 @@ def post_json(url: str, body: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT) 
 
 class ImbalanceWatch:
     """Episodes opening between two looks at the store. The first look (at start) only learns
-    which are open already: a restart does not repeat their alerts."""
+    which are open already: a restart does not repeat their alerts. A look after which nothing
+    was committed (:meth:`changed` not called) reads nothing: skews have not moved."""
 
     def __init__(self, threshold: float, webhook: str = "", observer: Observer | None = None
                  ) -> None:
@@ -79,10 +80,18 @@ class ImbalanceWatch:
         self.observer = observer or Observer()
         self.open: dict[tuple[Any, ...], str] = {}
         self.primed = False
+        self.stale = True
         self.sent: list[threading.Thread] = []
+
+    def changed(self) -> None:
+        """Rows were committed: the next look reads the skews again."""
+        self.stale = True
 
     def check(self, store: Store) -> list[Imbalance]:
         """Read the skews; returns the episodes that opened since the last check (alerted)."""
+        if not self.stale:
+            return []
+        self.stale = False
         now: dict[tuple[Any, ...], Imbalance] = {}
         for scope, chain_id, protocol, market, asset, lg, sh, skew in store.con.execute(
                 _SKEWS).fetchall():

@@ -99,12 +99,18 @@ def _states(cfg: Config, tuning: Tuning, only: str | None = None) -> list[ScanSt
 # -- commands --------------------------------------------------------------------------------
 
 
+def _writer_store(cfg: Config) -> Store:
+    """The writer's store, with the config's analytics thresholds for the views to read."""
+    store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
+    store.set_analytics(cfg.imbalance_threshold, cfg.dominance_threshold)
+    return store
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     states = _states(cfg, args.tuning, args.source)
     chains = _chains(states, args.tuning)
-    store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
-    store.set_analytics(cfg.imbalance_threshold, cfg.dominance_threshold)
+    store = _writer_store(cfg)
     last_snapshot = [time.monotonic()]
     try:
         with _stop_on_signals() as stop, Progress(
@@ -154,8 +160,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     states = _states(cfg, args.tuning)
     chains = _chains(states, args.tuning)
-    store = Store(cfg.database, memory_limit_mb=cfg.max_memory_mb // DUCKDB_SHARE)
-    store.set_analytics(cfg.imbalance_threshold, cfg.dominance_threshold)
+    store = _writer_store(cfg)
     last = [0.0]
 
     def snapshot() -> None:
@@ -167,6 +172,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         logger.info("%s blocks %d-%d: %d logs, %d changes%s", state.source.name, r.lo, r.hi,
                     r.log_count, r.written,
                     f", {r.quarantined} quarantined" if r.quarantined else "")
+        imbalances.changed()
 
     def rpc_errors() -> dict[tuple[str, str], int]:
         out: Counter[tuple[str, str]] = Counter()
@@ -193,16 +199,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     imbalances = ImbalanceWatch(cfg.imbalance_threshold, cfg.alert_webhook, metrics)
     imbalances.check(store)
 
-    def watch_imbalances() -> None:
-        imbalances.check(store)
-
     try:
         with _stop_on_signals() as stop:
             logger.info("sync started: %s", ", ".join(
                 f"{s.source.name} on {s.source.chain.name} via "
                 f"{chains[s.source.chain.name].rpc.endpoint}" for s in states))
             sync(states, chains, store, args.until, args.once, cfg.file, stop, snapshot,
-                 on_range, on_idle=watch_imbalances, observer=metrics)
+                 on_range, on_idle=lambda: imbalances.check(store), observer=metrics)
         last[0] = 0.0
         snapshot()
         imbalances.wait_sent()

@@ -123,7 +123,7 @@ def sync_once(state: ScanState, chain: EvmChain, store: Store, until: int | None
 
 def sync(states: list[ScanState], chains: dict[str, EvmChain], store: Store, until: int | None,
          once: bool, file: str, stop: threading.Event, snapshot: Callable[[], None],
-         on_range: OnRange | None = None, on_idle: Callable[[], None] | None = None,
+         on_range: OnRange | None = None, on_idle: Callable[[], object] | None = None,
          observer: Observer | None = None) -> None:
     """The daemon loop: catch up every source, publish a snapshot, wait for new blocks.
 

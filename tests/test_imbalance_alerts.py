@@ -76,6 +76,7 @@ def test_episodes_opening_between_snapshots_are_alerted(tmp_path, replay_factory
     for i, snap in enumerate(gmx_v1_truth["snapshots"]):
         assert run_cli("backfill", "--config", str(cfg), "--to", str(snap["blockNumber"]),
                        "--no-progress") == 0
+        watch.changed()  # as the daemon's on_range says after each commit
         with Store(tmp_path / "db.duckdb") as store:
             opened = watch.check(store)
         now = truth_sides(snap, tokens, 0.5)

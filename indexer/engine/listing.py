@@ -78,9 +78,6 @@ def list_markets(state: ScanState, rpc: Rpc, lo: int, changes: dict[str, list[An
     each market first traded in it (at its first change), each with its symbol and asset.
     A market listed at or past ``lo``, the range's first block, is listed again (a replay of
     the range deletes it first)."""
-    if not announced:
-        announced = {k: [] for k in ("block_number", "log_index", "market", "index_token",
-                                     "long_token", "short_token", "name")}
     #: market -> (block, log index, index, long and short token, name)
     new: dict[str, tuple[int, int, str | None, str | None, str | None, str | None]] = {}
     for i, market in enumerate(announced["market"]):

@@ -140,7 +140,8 @@ def prepare(state: ScanState, rpc: Rpc, store: Store, fetched: BlockRange,
     that read prior state. Markets the range announces are known to ``state`` from here on.
     ``headers``: the tip path's headers of the range, whose hashes are all kept."""
     rows = adapt(state, rpc, fetched.logs, store, fetched.lo)
-    rows.markets = list_markets(state, rpc, fetched.lo, rows.changes, rows.markets or {})
+    assert rows.markets is not None, "to_range_rows always gives the markets' columns"
+    rows.markets = list_markets(state, rpc, fetched.lo, rows.changes, rows.markets)
     rows.parameters = (rows.parameters or []) + read_parameters(state, rpc, fetched.lo,
                                                                 fetched.hi)
     if headers is not None:

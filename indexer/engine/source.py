@@ -132,7 +132,7 @@ class ScanState:
     def add_markets(self, m: dict[str, list[Any]] | None) -> None:
         """Markets a prepared range announced (later ranges are adapted with them)."""
         for i, market in enumerate((m or {}).get("market", [])):
-            if m.get("found_by", ["event"] * (i + 1))[i] != "event":  # type: ignore[union-attr]
+            if m["found_by"][i] != "event":  # type: ignore[index]
                 continue  # first traded: no tokens to learn
             self.markets[market] = (m["index_token"][i], m["long_token"][i],  # type: ignore[index]
                                     m["short_token"][i])  # type: ignore[index]
