@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from indexer.errors import StoreError
 from indexer.store.sql import statement
@@ -41,6 +42,13 @@ class Readers:
         if cur.description is None:
             return [], []
         return [d[0] for d in cur.description], cur.fetchall()
+
+    def arrow(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """The result of ``sql`` as an Arrow table (amounts stay exact: DECIMAL(38, x))."""
+        try:
+            return self.con.sql(sql, params=params).to_arrow_table()
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {e}") from None
 
     def _one(self, name: str, **params: Any) -> Any:
         row = self.con.execute(statement(name), params).fetchone()
