@@ -8,9 +8,8 @@ window, 1 anything else).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,7 +17,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -37,15 +37,20 @@ from indexer import __version__
 from indexer.alerts import ImbalanceWatch
 from indexer.backfill import backfill
 from indexer.chains.evm import EvmChain
-from indexer.config import Config, load_config
+from indexer.client import Connection, QueryError
+from indexer.config import UNSET_RPC, Config, load_config
 from indexer.daemon import sync
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import DUCKDB_SHARE, ScanState, Tuning, build_source
 from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
-from indexer.metrics import Metrics, fetch_health, serve
+from indexer.metrics import Metrics
+from indexer.reading import Reader, open_reader
 from indexer.reorg import ReorgTooDeep
+from indexer.results import TEXT_FORMATS, text, write_rows
 from indexer.rpc import Rpc
-from indexer.store import Store, open_reader
+from indexer.service import open_service
+from indexer.service import stop as stop_service
+from indexer.store import Limits, Store, write_parquet
 
 logger = logging.getLogger("indexer")
 #: Exit code of a reorg deeper than the kept window (nothing written; see README).
@@ -106,13 +111,37 @@ def _writer_store(cfg: Config) -> Store:
     return store
 
 
+def _serve(cfg: Config, store: Store, metrics: Metrics | None) -> ThreadingHTTPServer | None:
+    """The query service (with /report, /metrics, /health) on the config's port, or None."""
+    if not cfg.metrics_port:
+        return None
+    limits = Limits(timeout=cfg.query_timeout, max_rows=cfg.query_max_rows,
+                    max_bytes=cfg.query_max_mb * 2**20)
+    try:
+        server = open_service(store, metrics, cfg.file, cfg.metrics_host, cfg.metrics_port,
+                              limits)
+    except OSError as e:
+        raise ConfigError(cfg.file, "metrics_port", cfg.metrics_port,
+                          f"a free local port for the query service ({e.strerror}; set "
+                          "another, or 0 to serve none)") from None
+    logger.info("serving on http://%s:%d: /query (SQL), /report, /metrics, /health",
+                cfg.metrics_host, server.server_address[1])
+    return server
+
+
+def _stop_serving(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        stop_service(server)
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     states = _states(cfg, args.tuning, args.source)
     chains = _chains(states, args.tuning)
     store = _writer_store(cfg)
-    last_snapshot = [time.monotonic()]
+    server = None
     try:
+        server = _serve(cfg, store, None)
         with _stop_on_signals() as stop, Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("blocks  {task.fields[logs]} logs  {task.fields[rate]} logs/s"),
@@ -135,9 +164,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                     rate = totals["logs"] / max(time.monotonic() - started, 1e-6)
                     progress.update(task, advance=r.hi - r.lo + 1, logs=totals["logs"],
                                     rate=f"{rate:,.0f}")
-                    if time.monotonic() - last_snapshot[0] > cfg.snapshot_interval:
-                        store.publish_snapshot(cfg.snapshot_path)
-                        last_snapshot[0] = time.monotonic()
 
                 done, hi = backfill(state, chains[state.source.chain.name], store,
                                     args.from_block, args.to_block, cfg.file, stop, on_range,
@@ -148,8 +174,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 if stop.is_set():
                     logger.info("stopped by signal; resume with the same command")
                     break
-        store.publish_snapshot(cfg.snapshot_path)
     finally:
+        _stop_serving(server)
         store.close()
         for c in chains.values():
             c.close()
@@ -161,12 +187,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
     states = _states(cfg, args.tuning)
     chains = _chains(states, args.tuning)
     store = _writer_store(cfg)
-    last = [0.0]
-
-    def snapshot() -> None:
-        if time.monotonic() - last[0] >= cfg.snapshot_interval:
-            store.publish_snapshot(cfg.snapshot_path)
-            last[0] = time.monotonic()
 
     def on_range(state: ScanState, r: BlockRange) -> None:
         logger.info("%s blocks %d-%d: %d logs, %d changes%s", state.source.name, r.lo, r.hi,
@@ -184,96 +204,119 @@ def cmd_sync(args: argparse.Namespace) -> int:
     metrics = Metrics({s.source.name: s.source.chain.name for s in states},
                       stale_after=max(10 * poll, 120.0), rpc_errors=rpc_errors)
     server = None
-    if cfg.metrics_port and not args.once:
-        try:
-            server = serve(metrics, cfg.metrics_host, cfg.metrics_port)
-        except OSError as e:
-            store.close()
-            for c in chains.values():
-                c.close()
-            raise ConfigError(cfg.file, "metrics_port", cfg.metrics_port,
-                              f"a free local port for /metrics and /health ({e.strerror}; set "
-                              "another, or 0 to serve none)") from None
-        logger.info("metrics on http://%s:%d/metrics, health on /health", cfg.metrics_host,
-                    server.server_address[1])
-    imbalances = ImbalanceWatch(cfg.imbalance_threshold, cfg.alert_webhook, metrics)
-    imbalances.check(store)
-
     try:
+        if not args.once:
+            server = _serve(cfg, store, metrics)
+        imbalances = ImbalanceWatch(cfg.imbalance_threshold, cfg.alert_webhook, metrics)
+        imbalances.check(store)
         with _stop_on_signals() as stop:
             logger.info("sync started: %s", ", ".join(
                 f"{s.source.name} on {s.source.chain.name} via "
                 f"{chains[s.source.chain.name].rpc.endpoint}" for s in states))
-            sync(states, chains, store, args.until, args.once, cfg.file, stop, snapshot,
+            sync(states, chains, store, args.until, args.once, cfg.file, stop, lambda: None,
                  on_range, on_idle=lambda: imbalances.check(store), observer=metrics)
-        last[0] = 0.0
-        snapshot()
         imbalances.wait_sent()
     finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        _stop_serving(server)
         store.close()
         for c in chains.values():
             c.close()
     return 0
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f").rstrip("0")
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+def _reading_config(args: argparse.Namespace) -> Config:
+    """The config of a reading command: ``--demo`` names the demo's; RPC variables may be unset."""
+    if getattr(args, "demo", False):
+        from indexer.devnet.demo import DEFAULT_DATABASE, DEMO_CONFIG
+
+        os.environ.setdefault("DEMO_DATABASE", str(DEFAULT_DATABASE.resolve()))
+        return load_config(DEMO_CONFIG, need_rpc=False)
+    if not args.config:
+        raise ConfigError("(command line)", "--config", None,
+                          "a config file (or --demo for the running demo's database)")
+    return load_config(args.config, need_rpc=False)
 
 
-def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, out: Any = None) -> None:
-    out = out or sys.stdout
-    if fmt == "csv":
-        w = csv.writer(out)
-        w.writerow(columns)
-        w.writerows([[_fmt(v) for v in row] for row in rows])
-    elif fmt == "json":
-        for row in rows:
-            out.write(json.dumps({c: (_fmt(v) if isinstance(v, Decimal) or not isinstance(
-                v, (int, float, bool, str, type(None))) else v) for c, v in zip(columns, row,
-                                                                              strict=True)}) + "\n")
-    else:
-        table = Table(*columns, show_lines=False)
-        for row in rows:
-            table.add_row(*[_fmt(v) for v in row])
-        Console(file=out, width=max(120, Console().width)).print(table)
+@contextmanager
+def _reader(args: argparse.Namespace) -> Iterator[Reader]:
+    cfg = _reading_config(args)
+    url = getattr(args, "url", None) or (cfg.service_url if cfg.metrics_port else None)
+    with open_reader(cfg.database, url) as reader:
+        logger.debug("reading %s", reader.via)
+        yield reader
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    store, note = open_reader(cfg.database, cfg.snapshot_path)
-    try:
-        if note:
-            err.print(f"[dim]{note}[/dim]")
-        columns, rows = store.query(args.sql)
-        print_rows(columns, rows, args.format)
-    finally:
-        store.close()
+    if args.format == "parquet" and not args.out:
+        raise ConfigError("(command line)", "--format", "parquet", "--out FILE with it")
+    with _reader(args) as reader:
+        table = reader.arrow(args.sql)
+    if args.format == "parquet":
+        write_parquet(table, args.out)
+        err.print(f"{table.num_rows} rows written to {args.out}")
+        return 0
+    columns = [c.to_pylist() for c in table.columns]
+    rows = zip(*columns, strict=True)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            write_rows(list(table.column_names), rows, args.format, f)
+        err.print(f"{table.num_rows} rows written to {args.out}")
+    else:
+        width = Console().width if sys.stdout.isatty() else None
+        write_rows(list(table.column_names), rows, args.format, sys.stdout, width)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    with _reader(args) as reader, Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("partitions"), TimeElapsedColumn(), console=err,
+            disable=args.no_progress) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = progress.add_task(table, total=total)
+            progress.update(tasks[table], completed=done, total=total)
+
+        from indexer.store.export import export
+
+        result = export(reader.arrow, out, args.table or None, on_progress)
+    logger.info("export to %s: %d partitions written (%d rows), %d unchanged, %d deleted, %.1fs",
+                out, result.written, result.rows, result.unchanged, result.deleted,
+                result.seconds)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from indexer.report import build_report  # the page inlines plotly.js: loaded when asked
+
+    with _reader(args) as reader:
+        page = build_report(reader.rows)
+    Path(args.out).write_text(page, encoding="utf-8")
+    logger.info("report written to %s (%.1f MB; opens offline)", args.out, len(page) / 1e6)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Per protocol: the database's figures, the node's head, and the running daemon's live
     figures (from its /health endpoint) when one answers on ``metrics_port``."""
-    cfg = load_config(args.config)
+    cfg = _reading_config(args)
     table = Table("protocol", "chain", "rpc", "start", "checkpoint", "head", "lag", "lag s",
                   "changes", "open positions", "quarantined", "reorgs (max depth)", "range",
                   "rows/s", "daemon", "last error")
     stats: dict[str, tuple[Any, ...]] = {}
     reorgs: dict[int, tuple[int, int]] = {}
-    note = None
-    if cfg.database.exists():
-        store, note = open_reader(cfg.database, cfg.snapshot_path)
+    live = None
+    if cfg.metrics_port:
         try:
-            _, rows = store.query("""
+            live = Connection(cfg.service_url).health()
+        except QueryError:
+            live = None
+    if live is not None or cfg.database.exists():
+        with _reader(args) as reader:
+            _, rows = reader.rows("""
                 SELECT c.source, c.start_block, c.block_number, c.last_error,
                   (SELECT count(*) FROM position_changes p WHERE p.source = c.source),
                   (SELECT count(*) FROM positions p WHERE p.source = c.source AND status = 'open'),
@@ -282,23 +325,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                      AND b.number = c.block_number)
                 FROM checkpoints c""")
             stats = {r[0]: r[1:] for r in rows}
-            _, rows = store.query("SELECT chain_id, count(*), max(depth) FROM reorgs GROUP BY 1")
+            _, rows = reader.rows("SELECT chain_id, count(*), max(depth) FROM reorgs GROUP BY 1")
             reorgs = {r[0]: (r[1], r[2]) for r in rows}
-        finally:
-            store.close()
-    live = fetch_health(cfg.metrics_host, cfg.metrics_port) if cfg.metrics_port else None
     heads: dict[str, Any] = {}
     for proto in cfg.protocols:
         chain = cfg.chains[proto.chain]
         if chain.name not in heads:
-            rpc = Rpc(chain.rpc_urls, timeout=min(chain.request_timeout, 5.0), max_attempts=1)
-            try:
-                latest = rpc.fetch_tagged("latest")
-                heads[chain.name] = (int(latest["number"], 16), int(latest["timestamp"], 16))
-            except IndexerError as e:
-                heads[chain.name] = (f"unreachable ({type(e).__name__})", None)
-            finally:
-                rpc.close()
+            heads[chain.name] = _head(chain.rpc_urls)
         head, head_time = heads[chain.name]
         start, cp, last_error, changes, open_pos, quarantined, cp_time = stats.get(
             proto.name, (proto.start_block, None, None, 0, 0, 0, None))
@@ -312,13 +345,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             daemon = "healthy" if mine["fresh"] else "unhealthy"
             size, rate = str(mine["range_size"]), f"{mine['rows_per_second']:,.1f}"
             last_error = mine["last_error"] or last_error
-        table.add_row(proto.name, f"{chain.name} ({chain.chain_id})",
-                      redact_url(chain.rpc_urls[0]), str(start), _fmt(cp), _fmt(head), _fmt(lag),
-                      _fmt(lag_s), str(changes), str(open_pos), str(quarantined),
-                      f"{count} ({deepest})" if count else "0", size, rate, daemon,
-                      last_error or "")
-    if note:
-        err.print(f"[dim]{note}[/dim]")
+        rpc = ("(variable unset)" if chain.rpc_urls[0] == UNSET_RPC
+               else redact_url(chain.rpc_urls[0]))
+        table.add_row(proto.name, f"{chain.name} ({chain.chain_id})", rpc, str(start), text(cp),
+                      text(head), text(lag), text(lag_s), str(changes), str(open_pos),
+                      str(quarantined), f"{count} ({deepest})" if count else "0", size, rate,
+                      daemon, last_error or "")
     console = Console(width=max(200, Console().width))
     console.print(table)
     if live is not None:
@@ -328,6 +360,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             errors.add_row(row["endpoint"], row["kind"], str(row["count"]))
         console.print(errors if live["rpc_errors"] else "RPC errors since the daemon started: none")
     return 0
+
+
+def _head(urls: tuple[str, ...]) -> tuple[Any, int | None]:
+    """The node's latest block number and time, or why there is none."""
+    if urls[0] == UNSET_RPC:
+        return "unknown (RPC variable unset)", None
+    rpc = Rpc(urls, timeout=5.0, max_attempts=1)
+    try:
+        latest = rpc.fetch_tagged("latest")
+        return int(latest["number"], 16), int(latest["timestamp"], 16)
+    except IndexerError as e:
+        return f"unreachable ({type(e).__name__})", None
+    finally:
+        rpc.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -367,14 +413,44 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_backfill)
 
-    q = sub.add_parser("query", help="run SQL (works while sync runs, on its snapshot)")
-    q.add_argument("--config", required=True)
+    def reading(parser: argparse.ArgumentParser) -> None:
+        where = parser.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", help="the config of the database to read (its RPC "
+                                            "variables may be unset)")
+        where.add_argument("--demo", action="store_true",
+                           help="the demo's database (data/demo.duckdb here, or DEMO_DATABASE)")
+        parser.add_argument("--url", default=None,
+                            help="a daemon's query service (default: the config's metrics_host "
+                                 "and metrics_port, used when a daemon answers there)")
+
+    q = sub.add_parser("query", help="run one read-only SQL statement: through the running "
+                                     "daemon's query service, or on the file when none runs")
+    reading(q)
     q.add_argument("sql")
-    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument("--format", choices=(*TEXT_FORMATS, "parquet"), default="table",
+                   help="table (default; too wide for the terminal: one block per row), csv, "
+                        "json (one document), jsonl (JSON Lines: one object per row), parquet "
+                        "(needs --out)")
+    q.add_argument("--out", default=None, help="write to this file instead of stdout")
     q.set_defaults(func=cmd_query)
 
+    ex = sub.add_parser("export", help="the ledger, positions and hourly views to Parquet "
+                                       "(Hive partitions by protocol, chain and day; "
+                                       "incremental)")
+    reading(ex)
+    ex.add_argument("--out", required=True, help="the export folder")
+    ex.add_argument("--table", action="append", default=[],
+                    help="only this table or view (repeatable)")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of charts (opens offline)")
+    reading(rp)
+    rp.add_argument("--out", default="report.html", help="the page's file (default report.html)")
+    rp.set_defaults(func=cmd_report)
+
     st = sub.add_parser("status", help="checkpoint, head, lag and counts per source")
-    st.add_argument("--config", required=True)
+    reading(st)
     st.set_defaults(func=cmd_status)
     return p
 

@@ -8,6 +8,7 @@ Unknown keys are errors.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Any
 import yaml
 
 from indexer.errors import MISSING, ConfigError, redact_url
+
+logger = logging.getLogger(__name__)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -115,11 +118,13 @@ class Config:
     database: Path
     chains: dict[str, ChainConfig]
     protocols: tuple[ProtocolConfig, ...]
-    #: Seconds between read-only snapshots published for readers while a writer runs.
-    snapshot_interval: float = 10.0
-    #: Where ``sync`` serves /metrics and /health (port 0: not served).
+    #: Where ``sync`` and ``backfill`` serve /query, /report, /metrics and /health (port 0: none).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    #: Limits of one analyst's query through the service: seconds, rows, MB of a JSON/CSV answer.
+    query_timeout: float = 60.0
+    query_max_rows: int = 1_000_000
+    query_max_mb: int = 512
     #: The memory a writing process aims to stay under, in MB: it sizes the getLogs answers held
     #: at once and DuckDB's own memory limit.
     max_memory_mb: int = 1500
@@ -138,8 +143,8 @@ class Config:
                           "one of " + ", ".join(p.name for p in self.protocols))
 
     @property
-    def snapshot_path(self) -> Path:
-        return self.database.with_name(self.database.stem + ".snapshot" + self.database.suffix)
+    def service_url(self) -> str:
+        return f"http://{self.metrics_host}:{self.metrics_port}"
 
 
 def expand_env(text: str, file: str, key: str) -> str:
@@ -232,7 +237,7 @@ _CHAIN_KEYS = ("chain_id", "rpc_url", "confirmations", "use_finalized_tag", "max
                "request_timeout", "max_attempts", "poll_interval", "requests_in_flight")
 
 
-def _load_chain(file: str, name: str, data: Any) -> ChainConfig:
+def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> ChainConfig:
     r = _Reader(file, data, f"chains.{name}")
     r.used.update(_CHAIN_KEYS)
     urls_raw = r.raw("rpc_url")
@@ -240,7 +245,14 @@ def _load_chain(file: str, name: str, data: Any) -> ChainConfig:
     urls = []
     for i, u in enumerate(urls_list):
         key = r.key("rpc_url") + (f"[{i}]" if isinstance(urls_raw, list) else "")
-        u = expand_env(u, file, key) if isinstance(u, str) else u
+        if isinstance(u, str):
+            try:
+                u = expand_env(u, file, key)
+            except ConfigError:
+                if need_rpc:
+                    raise
+                urls.append(UNSET_RPC)  # reading the database needs no node
+                continue
         if not isinstance(u, str) or not re.match(r"^https?://\S+$", u):
             raise ConfigError(file, key, redact_url(u) if isinstance(u, str) else u,
                               "an http(s):// JSON-RPC URL (or a list of them)")
@@ -344,8 +356,15 @@ def default_abi_dir(adapter: str) -> Path:
     return Path(str(resources.files("indexer") / "abis" / adapter))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, expand and validate a config file. Raises ConfigError."""
+#: The RPC URL of a chain whose URL variable is unset, in a config loaded for reading only.
+UNSET_RPC = "http://unset.invalid/"
+
+
+def load_config(path: str | Path, need_rpc: bool = True) -> Config:
+    """Read, expand and validate a config file. Raises ConfigError.
+
+    Without ``need_rpc`` (commands that only read the database), an RPC URL whose environment
+    variable is unset becomes :data:`UNSET_RPC` instead of an error."""
     p = Path(path)
     file = str(path)
     try:
@@ -364,7 +383,8 @@ def load_config(path: str | Path) -> Config:
     base = p.resolve().parent
     db = Path(r.str("database", "data/perps.duckdb"))
     chains_r = _Reader(file, r.raw("chains"), "chains")
-    chains = {str(n): _load_chain(file, str(n), chains_r.raw(str(n))) for n in list(chains_r.data)}
+    chains = {str(n): _load_chain(file, str(n), chains_r.raw(str(n)), need_rpc)
+              for n in list(chains_r.data)}
     if not chains:
         raise ConfigError(file, "chains", {}, "at least one chain")
     protos_raw = r.raw("protocols")
@@ -376,12 +396,22 @@ def load_config(path: str | Path) -> Config:
         if proto.name in seen:
             raise ConfigError(file, f"protocols[{i}].name", proto.name, "a unique name")
         seen.add(proto.name)
-    snapshot_interval = r.float("snapshot_interval", 10.0)
+    if "snapshot_interval" in r.data:
+        r.used.add("snapshot_interval")
+        logger.warning("%s: snapshot_interval is ignored and can be removed: readers no longer "
+                       "get a copy of the database, they query the running daemon", file)
     metrics_host = r.str("metrics_host", "127.0.0.1")
     metrics_port = r.int("metrics_port", 9464)
     if metrics_port > 65535:
         raise ConfigError(file, "metrics_port", metrics_port, "a TCP port 1..65535, or 0 for none")
     max_memory_mb = r.int("max_memory_mb", 1500, minimum=MIN_MEMORY_MB)
+    q = _Reader(file, r.raw("query", {}), "query")
+    query_timeout = q.float("timeout", 60.0)
+    query_max_rows = q.int("max_rows", 1_000_000, minimum=1)
+    query_max_mb = q.int("max_result_mb", 512, minimum=1)
+    if query_timeout <= 0:
+        raise ConfigError(file, q.key("timeout"), query_timeout, "seconds, more than 0")
+    q.done()
     an = _Reader(file, r.raw("analytics", {}), "analytics")
     imbalance = an.float("imbalance_threshold", 0.5)
     dominance = an.float("dominance_threshold", 0.4)
@@ -392,7 +422,8 @@ def load_config(path: str | Path) -> Config:
     an.done()
     r.done()
     return Config(file=file, database=(base / db).resolve(), chains=chains,
-                  protocols=protocols, snapshot_interval=snapshot_interval,
-                  metrics_host=metrics_host, metrics_port=metrics_port,
+                  protocols=protocols, metrics_host=metrics_host, metrics_port=metrics_port,
+                  query_timeout=query_timeout, query_max_rows=query_max_rows,
+                  query_max_mb=query_max_mb,
                   max_memory_mb=max_memory_mb, imbalance_threshold=imbalance,
                   dominance_threshold=dominance, alert_webhook=webhook)

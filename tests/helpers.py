@@ -85,7 +85,6 @@ def write_config(path: Path, rpc_url: str, address: str, start_block: int, *,
     The daemon serves no metrics unless ``metrics_port`` is given."""
     chain_lines = "".join(f"\n    {k}: {v}" for k, v in chain.items())
     path.write_text(f"""database: {database}
-snapshot_interval: 0.5
 metrics_port: {metrics_port}
 chains:
   dev:

@@ -8,17 +8,16 @@ Invariants:
   idempotent: rows are identified by (chain_id, source, block_number, log_index).
 * ``positions`` is derived from ``position_changes`` (the last change of each key carries the
   full state after it) and is refreshed in the same transaction for the keys the range touched.
-* One process writes the file; readers of a live database use the snapshot the writer publishes
-  (:meth:`Store.publish_snapshot`), see :func:`open_reader`.
+* One process writes the file. Readers of a live database query it inside that process, each on
+  a read-only cursor of its own (:mod:`indexer.store.read_only`, served by :mod:`indexer.service`).
 
 Modules: ``ledger`` (commit a range, refresh positions), ``rollback`` (undo a reorg),
-``readers`` (queries, resume state, snapshots), ``amounts`` (exact DECIMAL(38,18)), ``sql``
+``readers`` (queries, resume state), ``read_only`` (analysts' guarded SQL), ``amounts`` (exact DECIMAL(38,18)), ``sql``
 (the named statements of ``indexer/sql/``).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -27,12 +26,26 @@ import duckdb
 from indexer.errors import StoreError
 from indexer.store.amounts import decimal18_array, to_decimal18
 from indexer.store.ledger import RangeRows
+from indexer.store.read_only import (
+    Limits,
+    QueryRefused,
+    QueryTimeout,
+    ReadOnlyQueries,
+    Result,
+    ResultTooLarge,
+    read_arrow_stream,
+    result_table,
+    write_arrow_stream,
+    write_parquet,
+)
 from indexer.store.readers import Checkpoint, Readers, lock_holder
 from indexer.store.rollback import Rollback
 from indexer.store.sql import sql_file
 
-__all__ = ["Checkpoint", "RangeRows", "SCHEMA_VERSION", "Store", "decimal18_array",
-           "open_reader", "to_decimal18"]
+__all__ = ["Checkpoint", "Limits", "QueryRefused", "QueryTimeout", "RangeRows",
+           "ReadOnlyQueries", "Result", "ResultTooLarge", "SCHEMA_VERSION", "Store",
+           "decimal18_array", "read_arrow_stream", "result_table",
+           "to_decimal18", "write_arrow_stream", "write_parquet"]
 
 #: The layout of ``sql/schema.sql``; raise it with any change of a table's columns.
 SCHEMA_VERSION = 2
@@ -40,7 +53,7 @@ SCHEMA_VERSION = 2
 
 class Store(Rollback, Readers):
     """A connection to a DuckDB file: the writer's (one process), or a read-only one (see
-    :func:`open_reader`). A context manager: ``with Store(path) as store: ...`` closes it."""
+    :meth:`Store.read_only_queries`). A context manager: ``with Store(path) as store: ...`` closes it."""
 
     def __init__(self, path: Path | str, read_only: bool = False,
                  memory_limit_mb: int | None = None) -> None:
@@ -53,8 +66,8 @@ class Store(Rollback, Readers):
             if "lock" in str(e).lower():
                 raise StoreError(
                     f"{self.path}: the database is in use by another writing process "
-                    f"({lock_holder(str(e))}); stop it first, or query its snapshot with "
-                    "`perp-indexer query`") from None
+                    f"({lock_holder(str(e))}); stop it first, or query it through that process's "
+                    "query service (`perp-indexer query`)") from None
             raise StoreError(f"{self.path}: cannot open database: {e}") from None
         self.read_only = read_only
         self.rollbacks = 0
@@ -100,24 +113,3 @@ class Store(Rollback, Readers):
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def open_reader(database: Path, snapshot: Path) -> tuple[Store, str | None]:
-    """Open the database read-only; while a writer holds it, open the writer's snapshot.
-
-    Returns the store and, when the snapshot was used, a note saying how old it is.
-    """
-    if not database.exists():
-        raise StoreError(f"{database}: no database yet; run `perp-indexer backfill` or `sync` first")
-    try:
-        return Store(database, read_only=True), None
-    except StoreError as e:
-        if "in use" not in str(e):
-            raise
-    if not snapshot.exists():
-        raise StoreError(f"{database} is held by a running writer and it has not published a "
-                         f"snapshot yet ({snapshot}); try again in a few seconds")
-    age = time.time() - snapshot.stat().st_mtime
-    return Store(snapshot, read_only=True), (
-        f"note: {database.name} is being written by a running sync; reading its snapshot "
-        f"from {age:.0f}s ago")

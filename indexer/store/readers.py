@@ -1,12 +1,9 @@
-"""Reading the store: queries, the state the engine resumes from, and the snapshot readers of a
-live database open."""
+"""Reading the store: queries, the state the engine resumes from, and analysts' read-only
+queries beside the writer."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from indexer.errors import StoreError
+from indexer.store.read_only import Limits, ReadOnlyQueries
 from indexer.store.sql import statement
 from indexer.types import PreviousState
 
@@ -49,6 +47,11 @@ class Readers:
             return self.con.sql(sql, params=params).to_arrow_table()
         except duckdb.Error as e:
             raise StoreError(f"query failed: {e}") from None
+
+    def read_only_queries(self, limits: Limits | None = None) -> ReadOnlyQueries:
+        """Analysts' queries on this database, beside the writer (locks the database down:
+        see :mod:`indexer.store.read_only`)."""
+        return ReadOnlyQueries(self.con, limits or Limits())
 
     def _one(self, name: str, **params: Any) -> Any:
         row = self.con.execute(statement(name), params).fetchone()
@@ -109,21 +112,6 @@ class Readers:
     def load_block_hash(self, chain_id: int, number: int) -> str | None:
         value = self._one("block_hash", chain_id=chain_id, number=number)
         return str(value) if value is not None else None
-
-    def publish_snapshot(self, dest: Path) -> float:
-        """Copy a consistent image of the database to ``dest`` for readers; returns seconds.
-
-        The copy runs in a child process. DuckDB's write lock is a POSIX record lock, which
-        belongs to the process: closing any descriptor of the file in this process, such as
-        one a copy opened by path, would drop it and let a second writer in."""
-        started = time.monotonic()
-        self.con.execute("CHECKPOINT")
-        tmp = dest.with_name(dest.name + ".tmp")
-        copy = subprocess.run(["cp", str(self.path), str(tmp)], capture_output=True, text=True)
-        if copy.returncode != 0:
-            raise StoreError(f"cannot publish the snapshot {dest}: {copy.stderr.strip()}")
-        os.replace(tmp, dest)
-        return time.monotonic() - started
 
 
 def lock_holder(message: str) -> str:
