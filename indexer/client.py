@@ -134,6 +134,8 @@ class Connection:
                 message, kind = answer["error"], answer["kind"]
             except (ValueError, KeyError, TypeError):
                 message, kind = f"HTTP {e.code} {e.reason}", "failed"
+            finally:
+                e.close()
             raise QueryError(message, kind, e.code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)

@@ -240,7 +240,9 @@ _CHAIN_KEYS = ("chain_id", "rpc_url", "confirmations", "use_finalized_tag", "max
 def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> ChainConfig:
     r = _Reader(file, data, f"chains.{name}")
     r.used.update(_CHAIN_KEYS)
-    urls_raw = r.raw("rpc_url")
+    urls_raw = r.data.get("rpc_url")  # expanded below: an unset variable may be allowed
+    if urls_raw is None:
+        raise ConfigError(file, r.key("rpc_url"), MISSING, "a value (required key)")
     urls_list = urls_raw if isinstance(urls_raw, list) else [urls_raw]
     urls = []
     for i, u in enumerate(urls_list):
