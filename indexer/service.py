@@ -265,6 +265,19 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
+def _report_data(run: Callable[[str], tuple[list[str], list[tuple[Any, ...]]]]
+                 ) -> dict[str, Any]:
+    from indexer import report  # loaded at the first /report: the page inlines plotly.js
+
+    return report.report_data(run)
+
+
+def _report_page(data: dict[str, Any], live_url: str | None = None) -> str:
+    from indexer import report
+
+    return report.render_page(data, live_url=live_url)
+
+
 def serve(service: Service, host: str, port: int) -> ThreadingHTTPServer:
     """Serve on host:port from a daemon thread (port 0: any free port, see
     ``server.server_address``); OSError if the port is taken."""
@@ -278,12 +291,9 @@ def serve(service: Service, host: str, port: int) -> ThreadingHTTPServer:
 def open_service(store: Store, metrics: Metrics | None, file: str, host: str, port: int,
                  limits: Any = None) -> ThreadingHTTPServer:
     """Lock the store's database down for analysts' SQL and serve it (with the live report)."""
-    from indexer import report  # its page is large: read only when a service starts
-
     token = service_token(file, host)
     queries = store.read_only_queries(limits)
-    server = serve(Service(queries, metrics, token, report.report_data, report.render_page),
-                   host, port)
+    server = serve(Service(queries, metrics, token, _report_data, _report_page), host, port)
     server.queries = queries  # type: ignore[attr-defined]  # closed with the server
     return server
 

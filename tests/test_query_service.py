@@ -37,7 +37,7 @@ REFUSED = {
     "COPY positions TO '/tmp/stolen.csv'": "COPY",
     "ATTACH '/tmp/other.duckdb' AS other": "ATTACH",
     "SET threads = 1": "SET",
-    "INSTALL httpfs": "INSTALL",
+    "INSTALL httpfs": "this one is LOAD",
     "SELECT nextval('no_such_sequence')": "query failed",
     "SELECT 1; DROP TABLE positions": "one statement per query",
 }
@@ -92,6 +92,18 @@ def test_clients_query_a_syncing_daemon_consistently(tmp_path, gmx_v1_chain, cap
 
     trader = threading.Thread(target=trade)
     clients = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    try:
+        run_and_check(tmp_path, anvil, vault, cfg, daemon, db, stop, errors, answers, trader,
+                      clients, capsys)
+    finally:
+        stop.set()
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+
+
+def run_and_check(tmp_path, anvil, vault, cfg, daemon, db, stop, errors, answers, trader,
+                  clients, capsys) -> None:
     trader.start()
     for c in clients:
         c.start()
