@@ -150,7 +150,6 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
                 raise FatalError(f"{proto.adapter} test contracts deployed at "
                                  f"{deployed[proto.adapter]}, {DEMO_CONFIG} expects {expected}")
         store.reset()  # a fresh chain: a fresh database
-        cfg.snapshot_path.unlink(missing_ok=True)
         states: list[ScanState] = [build_source(cfg, p).new_state() for p in cfg.protocols]
         sim_rpc = Rpc([anvil.url], timeout=30, max_attempts=3)
         seed = int(time.time()) % 1000
@@ -184,7 +183,6 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
         started = time.monotonic()
         console = Console()
         live = Live(console=console, refresh_per_second=4, screen=False) if not headless else None
-        last_snapshot = [0.0]
 
         def on_range(state: ScanState, r: BlockRange) -> None:
             indexed["block"] = r.hi
@@ -196,9 +194,6 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
             if live is not None:
                 live.update(render(store, chain.rpc.fetch_head(),
                                    dict(sum((sim.stats for sim in sims), Counter())), indexed))
-            if time.monotonic() - last_snapshot[0] > cfg.snapshot_interval:
-                store.publish_snapshot(cfg.snapshot_path)
-                last_snapshot[0] = time.monotonic()
             if duration is not None and time.monotonic() - started > duration:
                 stop.set()
 
@@ -218,7 +213,6 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
                 live.stop()
             stop.set()
             trader.join(timeout=30)
-            store.publish_snapshot(cfg.snapshot_path)
             _, oi = store.query("SELECT count(*) FROM positions WHERE status = 'open'")
             logger.info("demo stopped: %d open positions indexed; the database stays at %s",
                         oi[0][0], cfg.database)
