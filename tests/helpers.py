@@ -136,6 +136,16 @@ def assert_oi_view_sums_open_positions(store: Store) -> None:
         m: (lg or 0, sh or 0) for m, lg, sh in by_size}
 
 
+def fetch_health(host: str, port: int) -> dict | None:
+    """The running daemon's /health JSON, or None when no daemon answers there."""
+    from indexer.client import Connection, QueryError
+
+    try:
+        return Connection(f"http://{host}:{port}", timeout=2.0).health()
+    except QueryError:
+        return None
+
+
 def run_cli(*args: str, tuning: Tuning = Tuning()) -> int:
     return main(list(args), tuning)
 

@@ -17,10 +17,9 @@ import pytest
 
 from indexer.bloom import may_match
 from indexer.devnet.chain import free_port
-from indexer.metrics import fetch_health
 from indexer.store import Store
 from tests.faultproxy import FaultProxy
-from tests.helpers import GMX_V1_DATA, dump, run_cli, start_sync, write_config
+from tests.helpers import GMX_V1_DATA, dump, fetch_health, run_cli, start_sync, write_config
 from tests.helpers import GMX_V1_VAULT as VAULT
 
 pytestmark = pytest.mark.replay

@@ -21,11 +21,10 @@ from indexer.daemon import sync
 from indexer.devnet.chain import Anvil, free_port
 from indexer.devnet.simulator import Simulator, deploy_vault
 from indexer.engine.source import build_source
-from indexer.metrics import fetch_health
 from indexer.rpc import Rpc
 from indexer.store import Store
 from tests.faultproxy import FaultProxy
-from tests.helpers import ROOT, dump, run_cli, start_sync, write_config
+from tests.helpers import ROOT, dump, fetch_health, run_cli, start_sync, write_config
 
 pytestmark = pytest.mark.anvil
 
