@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from indexer.market_gauges import MarketGauges
 from indexer.observer import Observer
 
 #: Window over which ``rows_per_second`` is averaged.
@@ -79,6 +80,7 @@ class Metrics(Observer):
         self.started = time.time()
         self.imbalance_alerts = 0
         self.imbalance_skews: dict[str, float] = {}
+        self.market_gauges = MarketGauges()
 
     # -- updates from the sync loop --------------------------------------------------------------
 
@@ -228,6 +230,7 @@ class Metrics(Observer):
         metric("imbalance_skew", "gauge",
                "skew of each market and asset in an imbalance episode now (|skew| >= threshold)",
                [({"episode": label}, skew) for label, skew in sorted(skews.items())])
+        out.extend(self.market_gauges.samples())
         return "\n".join(out) + "\n"
 
 
