@@ -370,7 +370,7 @@ WITH s AS (
 )
 SELECT scope, chain_id, protocol, market, asset,
        CASE WHEN any_value(side_sign) > 0 THEN 'long' ELSE 'short' END AS side,
-       min(hour) AS start_hour, arg_max(next_hour, hour) AS end_hour,
+       min(hour) AS start_hour, arg_max_null(next_hour, hour) AS end_hour,
        arg_max(skew, abs(skew)) AS peak_skew, count(*) AS hours
 FROM runs WHERE side_sign <> 0
 GROUP BY scope, chain_id, protocol, market, asset, side_sign, run;

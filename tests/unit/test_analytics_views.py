@@ -92,11 +92,13 @@ def test_imbalance_episodes_open_end_and_flip(store):
         ("g", "gtrade", 1, 0, "M", "a", True, "increase", 100, 100, None, None),  # skew 1
         ("g", "gtrade", 2, 1, "M", "b", False, "increase", 100, 100, None, None),  # 0
         ("g", "gtrade", 3, 3, "M", "c", False, "increase", 300, 300, None, None),  # -0.6
+        ("g", "gtrade", 4, 4, "M", "d", False, "increase", 10, 10, None, None),  # -310/510
     ], {"M": "ETH"})
     rows = store.con.execute(
         "SELECT side, hour(start_hour), hour(end_hour), peak_skew, hours "
         "FROM imbalance_episodes WHERE scope = 'market' ORDER BY start_hour").fetchall()
-    assert rows == [("long", 0, 1, 1.0, 1), ("short", 3, None, -0.6, 1)]
+    # the short episode runs on (two hours so far): no end hour
+    assert rows == [("long", 0, 1, 1.0, 1), ("short", 3, None, -310 / 510, 2)]
     assert store.con.execute("SELECT count(*) FROM imbalance_episodes WHERE scope = 'asset'"
                              ).fetchone() == (2,)
 
