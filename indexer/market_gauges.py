@@ -49,13 +49,11 @@ ASSET_SQL = (
 CONCENTRATION_SQL = (
     "SELECT chain_id, protocol, market, top10_share FROM whale_concentration "
     "WHERE top10_share IS NOT NULL")
-# An episode still running has no end hour (imbalance_episodes: end_hour, the first hour after
-# the run, NULL while it lasts). The view's arg_max skips that NULL when the run is longer than an
-# hour and names the run's own last hour instead; the hours of a run are consecutive, so an end
-# hour inside the run means it is running too.
+# An episode still running has no end hour (imbalance_episodes: end_hour is the first hour after
+# the run, NULL while it lasts).
 EPISODES_SQL = (
     "SELECT scope, side, count(*) AS episodes FROM imbalance_episodes "
-    "WHERE end_hour IS NULL OR end_hour < start_hour + to_hours(hours) GROUP BY scope, side")
+    "WHERE end_hour IS NULL GROUP BY scope, side")
 
 #: name (without prefix), type, help: every metric this module renders.
 METRICS: dict[str, tuple[str, str]] = {
