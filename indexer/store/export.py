@@ -37,6 +37,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from indexer.errors import ConfigError, StoreError
@@ -99,9 +100,9 @@ def export(run: RunArrow, out: Path, tables: Sequence[str] | None = None,
         entries["partition_by"] = list(spec.keys)
         parts: dict[str, Any] = entries.setdefault("partitions", {})
         _export_table(run, out, spec, parts, result, on_progress)
-        manifest["checkpoints"] = checkpoints
-        manifest["exported_at"] = _now()
-        _write_manifest(out, manifest)
+    manifest["checkpoints"] = checkpoints
+    manifest["exported_at"] = _now()
+    _write_manifest(out, manifest)
     result.seconds = time.monotonic() - started
     return result
 
@@ -195,6 +196,7 @@ def _export_table(run: RunArrow, out: Path, spec: _Spec, parts: dict[str, Any],
     result.unchanged += done
     if on_progress:
         on_progress(spec.name, done, total)
+    folders: set[Path] = set()
     for batch in _batches(changed, {p: current[p][1] for p in changed}):
         table = run(_rows_query(spec, [current[p][0] for p in batch]))
         for values, rows in _split(table, spec.keys):
@@ -202,6 +204,7 @@ def _export_table(run: RunArrow, out: Path, spec: _Spec, parts: dict[str, Any],
             hashes = rows.column(_HASH).to_numpy(zero_copy_only=False).astype(np.uint64)
             data = rows.drop_columns([*spec.keys, _HASH])
             _write_atomic(base / path / FILE, data)
+            folders.add(base / path)
             parts[path] = {"rows": data.num_rows, "fingerprint": str(_sum_u64(hashes)),
                            "written_at": _now()}
             result.written += 1
@@ -209,6 +212,8 @@ def _export_table(run: RunArrow, out: Path, spec: _Spec, parts: dict[str, Any],
             done += 1
             if on_progress:
                 on_progress(spec.name, done, total)
+    for folder in folders:  # the renames are durable before the manifest names them
+        _fsync_dir(folder)
     # partitions gone (also any file an interrupted run left that no partition owns)
     for path in [p for p in parts if p not in current]:
         del parts[path]
@@ -245,16 +250,19 @@ def _batches(paths: list[str], rows: dict[str, int]) -> Iterable[list[str]]:
 
 
 def _split(table: pa.Table, keys: tuple[str, ...]) -> Iterable[tuple[tuple[Any, ...], pa.Table]]:
-    """The runs of equal keys of a table sorted by them."""
+    """The runs of equal keys of a table sorted by them: a partition starts wherever one of its
+    keys' runs ends (run-end encoding of each key column, nulls included)."""
     if table.num_rows == 0:
         return
-    groups = table.select(list(keys)).group_by(list(keys), use_threads=False) \
-        .aggregate([([], "count_all")]).to_pylist()
-    offset = 0
-    for g in groups:
-        n = g["count_all"]
-        yield tuple(g[k] for k in keys), table.slice(offset, n)
-        offset += n
+    ends: set[int] = set()
+    for k in keys:
+        ree = pc.run_end_encode(table.column(k).combine_chunks())
+        ends.update(ree.run_ends.to_pylist())
+    start = 0
+    for end in sorted(ends):
+        first = table.slice(start, 1).select(list(keys)).to_pylist()[0]
+        yield tuple(first[k] for k in keys), table.slice(start, end - start)
+        start = end
 
 
 def _sum_u64(hashes: np.ndarray) -> int:
@@ -311,7 +319,6 @@ def _write_atomic(path: Path, table: pa.Table) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
