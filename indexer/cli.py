@@ -193,6 +193,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     r.log_count, r.written,
                     f", {r.quarantined} quarantined" if r.quarantined else "")
         imbalances.changed()
+        gauges_stale[0] = True
+
+    def after_pass() -> None:
+        imbalances.check(store)
+        if gauges_stale[0]:  # the analytics gauges read views over the whole ledger
+            metrics.market_gauges.refresh(store.query)
+            gauges_stale[0] = False
 
     def rpc_errors() -> dict[tuple[str, str], int]:
         out: Counter[tuple[str, str]] = Counter()
@@ -204,6 +211,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     metrics = Metrics({s.source.name: s.source.chain.name for s in states},
                       stale_after=max(10 * poll, 120.0), rpc_errors=rpc_errors)
     server = None
+    gauges_stale = [True]
     try:
         if not args.once:
             server = _serve(cfg, store, metrics)
@@ -214,7 +222,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 f"{s.source.name} on {s.source.chain.name} via "
                 f"{chains[s.source.chain.name].rpc.endpoint}" for s in states))
             sync(states, chains, store, args.until, args.once, cfg.file, stop, lambda: None,
-                 on_range, on_idle=lambda: imbalances.check(store), observer=metrics)
+                 on_range, on_idle=after_pass, observer=metrics)
         imbalances.wait_sent()
     finally:
         _stop_serving(server)

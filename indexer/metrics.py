@@ -1,27 +1,19 @@
-"""What the sync daemon reports about itself: Prometheus metrics and a health endpoint.
+"""What the sync daemon reports about itself: Prometheus metrics and health.
 
-``Metrics`` collects figures from the sync loop (thread-safe) and renders them in the Prometheus
-text format; ``serve`` exposes them on a local port (standard library HTTP server, one thread):
-
-    GET /metrics   Prometheus text exposition (version 0.0.4)
-    GET /health    JSON: {"healthy": bool, "protocols": {...}, "rpc_errors": [...]};
-                   HTTP 200 when every protocol finished a pass recently, else 503
-
-``status`` reads the same JSON through :func:`fetch_health`. Nothing here ever holds an RPC URL
-unredacted: endpoints are given already redacted.
+``Metrics`` collects figures from the sync loop (thread-safe), renders them in the Prometheus
+text format with the analytics gauges (:mod:`indexer.market_gauges`), and builds the health JSON
+``{"healthy": bool, "protocols": {...}, "rpc_errors": [...]}``. :mod:`indexer.service` serves
+both (``/metrics``, ``/health``). Nothing here ever holds an RPC URL unredacted: endpoints are
+given already redacted.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from indexer.market_gauges import MarketGauges
@@ -244,49 +236,3 @@ def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}" if value != int(value) or abs(value) >= 1e15 else str(int(value))
     return str(value)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    metrics: Metrics
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0] == "/metrics":
-            body, status, ctype = (self.metrics.render().encode(), 200,
-                                   "text/plain; version=0.0.4; charset=utf-8")
-        elif self.path.split("?")[0] in ("/health", "/healthz"):
-            h = self.metrics.health()
-            body, status, ctype = (json.dumps(h).encode(), 200 if h["healthy"] else 503,
-                                   "application/json")
-        else:
-            body, status, ctype = b"not found: try /metrics or /health\n", 404, "text/plain"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return  # scrapes every few seconds would flood the daemon's log
-
-
-def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve ``metrics`` on host:port from a daemon thread; OSError if the port is taken."""
-    handler = type("MetricsHandler", (_Handler,), {"metrics": metrics})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
-
-
-def fetch_health(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The running daemon's /health JSON, or None when no daemon answers there."""
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
-    except urllib.error.HTTPError as e:  # 503: unhealthy, but the body is the same JSON
-        try:
-            return json.loads(e.read())  # type: ignore[no-any-return]
-        except ValueError:
-            return None
-    except (OSError, ValueError):
-        return None
