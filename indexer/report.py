@@ -43,7 +43,7 @@ CHARTS: dict[str, tuple[str, str]] = {
     "skew": ("Skew, imbalance episodes shaded", "market_hourly, imbalance_episodes"),
     "funding": ("Funding / borrow rate (APR)", "funding_rates_hourly, asset_funding_rates_hourly"),
     "liqmap": ("Liquidation map: OI liquidated by a move from the mark", "liquidation_map"),
-    "liquidations": ("Liquidations per bucket", "liquidations_hourly"),
+    "liquidations": ("Liquidations per hour (size closed)", "liquidations_hourly"),
     "volume": ("Volume vs OI change", "volume_hourly"),
     "concentration": ("Top-10 accounts' share of open interest", "whale_concentration_at(b)"),
     "wallets": ("Biggest wallets (open size)", "positions, wallet_asset_exposure"),
@@ -519,6 +519,8 @@ var CONFIG = {{CONFIG}};
       font: {family: "-apple-system, Segoe UI, Roboto, Arial, sans-serif", size: 12, color: "#1f2933"},
       legend: {orientation: "h", x: 0, y: 1.12, font: {size: 11.5}},
       hovermode: "x unified",
+      // a live redraw keeps the reader's zoom; choosing another selection resets it
+      uirevision: selected,
       xaxis: {type: "date", gridcolor: "#f0f1f3", linecolor: "#d1d5db", title: {text: "UTC", font: {size: 11, color: GREY}}},
       yaxis: {gridcolor: "#eef0f2", zerolinecolor: "#cbd5e1", tickprefix: "$", exponentformat: "B", separatethousands: true}
     };
@@ -634,7 +636,7 @@ var CONFIG = {{CONFIG}};
     draw("liquidations", [
       {x: d.t, y: d.long, name: "longs liquidated", type: "bar", marker: {color: LONG}, hovertemplate: "%{y:$,.0f}"},
       {x: d.t, y: d.short, name: "shorts liquidated", type: "bar", marker: {color: SHORT}, hovertemplate: "%{y:$,.0f}"}
-    ], base({barmode: "stack"}));
+    ], base({barmode: "stack", legend: {traceorder: "normal"}}));
     var n = d.count.reduce(function (a, b) { return a + (b || 0); }, 0);
     setNote("liquidations", n + " liquidation(s), " + (DATA.bucket_hours || 1) + " h per bar");
   }
