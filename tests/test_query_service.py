@@ -4,12 +4,14 @@ statements say why, and the daemon's final database equals a clean run's."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -69,7 +71,6 @@ def test_clients_query_a_syncing_daemon_consistently(tmp_path, gmx_v1_chain, cap
                 if i % 2:
                     row = mine.sql(CONSISTENCY).fetchall()[0]
                 else:  # the JSON answer: exact decimals as strings
-                    import json
                     got = json.loads(mine.text(CONSISTENCY, "json"))
                     row = tuple(got["rows"][0])
                     row = (*[str(v) for v in row[:4]], row[4], row[5])
@@ -102,6 +103,11 @@ def test_clients_query_a_syncing_daemon_consistently(tmp_path, gmx_v1_chain, cap
             daemon.communicate()
 
 
+def cfg_port(cfg) -> int:
+    return int(next(line.split(":")[1] for line in cfg.read_text().splitlines()
+                    if line.startswith("metrics_port")))
+
+
 def run_and_check(tmp_path, anvil, vault, cfg, daemon, db, stop, errors, answers, trader,
                   clients, capsys) -> None:
     trader.start()
@@ -123,6 +129,14 @@ def run_and_check(tmp_path, anvil, vault, cfg, daemon, db, stop, errors, answers
         assert out[0] == "n" and int(out[1]) > 0
         assert run_cli("query", "--config", str(cfg), "DELETE FROM positions") == 1
         assert "DELETE" in capsys.readouterr().err
+        # the live report: its page, and the data it redraws from, read through the same guard
+        with urllib.request.urlopen(f"http://127.0.0.1:{cfg_port(cfg)}/report", timeout=60) as r:
+            page = r.read().decode()
+        assert "/report/data.json" in page and "Plotly" in page
+        with urllib.request.urlopen(f"http://127.0.0.1:{cfg_port(cfg)}/report/data.json",
+                                    timeout=60) as r:
+            data = json.loads(r.read())
+        assert not data.get("errors"), data.get("errors")
     finally:
         stop.set()
         trader.join()
