@@ -2,9 +2,10 @@
 
 After each sync pass the daemon calls :meth:`MarketGauges.refresh` with a function that runs one
 SELECT (``Store.query``); it reads the analytics views (``open_interest`` with ``market_assets``,
-``asset_open_interest``, ``whale_concentration``, ``imbalance_episodes``) and keeps the rendered
-lines, which :meth:`MarketGauges.samples` hands to ``Metrics.render``. A refresh that fails keeps
-the previous values (and counts the failure): the gauges never stop the sync loop.
+``asset_open_interest``, ``whale_concentration``, ``imbalance_episodes``) in one statement (one
+consistent snapshot, :data:`SNAPSHOT_SQL`) and keeps the rendered lines, which
+:meth:`MarketGauges.samples` hands to ``Metrics.render``. A refresh that fails keeps the
+previous values (and counts the failure): the gauges never stop the sync loop.
 
 Label sets are bounded, whatever the chain holds: per (chain, protocol) at most ``max_markets``
 markets (the largest by open interest; the rest summed into ``market="other"``), at most
@@ -40,20 +41,28 @@ OTHER = "other"
 SIDES = ("long", "short")
 SCOPES = ("market", "asset")
 
-OI_SQL = (
-    "SELECT o.chain_id, o.protocol, o.market, m.asset, m.symbol, o.long_oi_usd, o.short_oi_usd "
-    "FROM open_interest o LEFT JOIN market_assets m USING (chain_id, protocol, market)")
-ASSET_SQL = (
-    "SELECT asset, sum(long_oi_usd) AS long_oi_usd, sum(short_oi_usd) AS short_oi_usd "
-    "FROM asset_open_interest GROUP BY asset")
-CONCENTRATION_SQL = (
-    "SELECT chain_id, protocol, market, top10_share FROM whale_concentration "
-    "WHERE top10_share IS NOT NULL")
-# An episode still running has no end hour (imbalance_episodes: end_hour is the first hour after
-# the run, NULL while it lasts).
-EPISODES_SQL = (
-    "SELECT scope, side, count(*) AS episodes FROM imbalance_episodes "
-    "WHERE end_hour IS NULL GROUP BY scope, side")
+#: Everything a refresh reads, as one SELECT: one statement is one snapshot of the database, so
+#: the market, asset, concentration and episode figures always describe the same ledger.
+#: ``kind`` says which of the four row shapes a row is; the columns it does not use are NULL.
+#: An episode still running has no end hour (imbalance_episodes: end_hour is the first hour
+#: after the run, NULL while it lasts).
+SNAPSHOT_SQL = """
+SELECT 'market' AS kind, o.chain_id::VARCHAR AS chain_id, o.protocol, o.market::VARCHAR AS market,
+       m.asset, m.symbol, o.long_oi_usd AS long_usd, o.short_oi_usd AS short_usd,
+       NULL::DOUBLE AS share, NULL::VARCHAR AS scope, NULL::VARCHAR AS side, NULL::BIGINT AS n
+FROM open_interest o LEFT JOIN market_assets m USING (chain_id, protocol, market)
+UNION ALL
+SELECT 'asset', NULL, NULL, NULL, asset, NULL, sum(long_oi_usd)::DECIMAL(38,18),
+       sum(short_oi_usd)::DECIMAL(38,18), NULL, NULL, NULL, NULL
+FROM asset_open_interest WHERE asset IS NOT NULL GROUP BY asset
+UNION ALL
+SELECT 'top10', chain_id::VARCHAR, protocol, market::VARCHAR, NULL, NULL, NULL, NULL,
+       top10_share, NULL, NULL, NULL
+FROM whale_concentration WHERE top10_share IS NOT NULL
+UNION ALL
+SELECT 'episodes', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, scope, side, count(*)
+FROM imbalance_episodes WHERE end_hour IS NULL GROUP BY scope, side
+"""
 
 #: name (without prefix), type, help: every metric this module renders.
 METRICS: dict[str, tuple[str, str]] = {
@@ -165,7 +174,7 @@ class MarketGauges:
     # -- reading the views -----------------------------------------------------------------------
 
     def refresh(self, run: Run) -> None:
-        """Read the views with ``run`` (one SELECT a call) and replace every value at once.
+        """Read the views with ``run`` (one SELECT: one snapshot) and replace every value at once.
         On failure the previous values stay, the error is logged and counted."""
         with self._refresh_lock:
             started = time.monotonic()
@@ -183,11 +192,19 @@ class MarketGauges:
                 self._refreshed_at = time.time()
 
     def _read(self, run: Run) -> list[str]:
+        columns, rows = run(SNAPSHOT_SQL)
+        if columns[:1] != ["kind"]:
+            raise ValueError(f"unexpected columns from the gauges' query: {columns}")
+        kinds: dict[str, list[tuple[Any, ...]]] = {
+            k: [] for k in ("market", "asset", "top10", "episodes")}
+        for r in rows:
+            kinds[r[0]].append(r)
         out = _Lines()
-        market_labels = self._open_interest(run(OI_SQL)[1], out)
-        self._assets(run(ASSET_SQL)[1], out)
-        self._concentration(run(CONCENTRATION_SQL)[1], market_labels, out)
-        self._episodes(run(EPISODES_SQL)[1], out)
+        market_labels = self._open_interest([r[1:8] for r in kinds["market"]], out)
+        self._assets([(r[4], r[6], r[7]) for r in kinds["asset"]], out)
+        self._concentration([(r[1], r[2], r[3], r[8]) for r in kinds["top10"]],
+                            market_labels, out)
+        self._episodes([(r[9], r[10], r[11]) for r in kinds["episodes"]], out)
         return out.render(n for n in METRICS if not n.startswith("market_gauges_"))
 
     def _open_interest(self, rows: list[tuple[Any, ...]], out: _Lines

@@ -117,6 +117,19 @@ def test_markets_over_the_cap_are_summed_into_other(store):
     assert set(assets) == set(top[:3]) | {"other"}
 
 
+def test_one_refresh_is_one_statement(store):
+    """One SELECT is one snapshot: the market, asset, share and episode figures of a refresh
+    come from the same database state, even if a writer commits in between."""
+    seen: list[str] = []
+
+    def run(sql: str) -> tuple[list[str], list[tuple]]:
+        seen.append(sql)
+        return store.query(sql)
+
+    MarketGauges().refresh(run)
+    assert len(seen) == 1
+
+
 def test_two_markets_of_one_symbol_keep_their_addresses(store):
     gauges = MarketGauges()
     gauges.refresh(store.query)
