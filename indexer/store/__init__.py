@@ -25,6 +25,7 @@ import duckdb
 
 from indexer.errors import StoreError
 from indexer.store.amounts import decimal18_array, to_decimal18
+from indexer.store.export import ExportResult, RunArrow, export, exported_tables
 from indexer.store.ledger import RangeRows
 from indexer.store.read_only import (
     Limits,
@@ -42,10 +43,10 @@ from indexer.store.readers import Checkpoint, Readers, lock_holder
 from indexer.store.rollback import Rollback
 from indexer.store.sql import sql_file
 
-__all__ = ["Checkpoint", "Limits", "QueryRefused", "QueryTimeout", "RangeRows",
-           "ReadOnlyQueries", "Result", "ResultTooLarge", "SCHEMA_VERSION", "Store",
-           "decimal18_array", "read_arrow_stream", "result_table",
-           "to_decimal18", "write_arrow_stream", "write_parquet"]
+__all__ = ["Checkpoint", "ExportResult", "Limits", "QueryRefused", "QueryTimeout", "RangeRows",
+           "ReadOnlyQueries", "Result", "ResultTooLarge", "RunArrow", "SCHEMA_VERSION",
+           "Store", "decimal18_array", "export", "exported_tables", "read_arrow_stream",
+           "result_table", "to_decimal18", "write_arrow_stream", "write_parquet"]
 
 #: The layout of ``sql/schema.sql``; raise it with any change of a table's columns.
 SCHEMA_VERSION = 2
