@@ -19,6 +19,10 @@ from indexer.errors import StoreError
 from indexer.store import Limits, ReadOnlyQueries, Store, result_table
 
 
+#: Seconds a query of a reading command may run on the file itself (no daemon to share with).
+LOCAL_TIMEOUT = 24 * 3600.0
+
+
 @dataclass
 class Reader:
     """Runs analysts' statements; ``via`` says where (for a note to the user)."""
@@ -63,8 +67,9 @@ def open_reader(database: Path, service_url: str | None, token: str | None = Non
         raise StoreError(f"{e}; {where}: give the daemon a metrics_port to query it while it "
                          "runs") from None
     try:
+        # the reader's own process: the service's limits, meant to share a writer, do not apply
         yield Reader(f"{database} (no daemon running)",
-                     _queries=ReadOnlyQueries(store.con, Limits()))
+                     _queries=ReadOnlyQueries(store.con, Limits(timeout=LOCAL_TIMEOUT)))
     finally:
         store.close()
 

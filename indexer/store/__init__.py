@@ -96,8 +96,9 @@ class Store(Rollback, Readers):
             return  # a new database
         found = None
         if "schema_version" in tables:
-            row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
-            found = row[0] if row else None
+            # fetchall: a result left unfinished blocks the connection's next sql() (Store.arrow)
+            rows = self.con.execute("SELECT max(version) FROM schema_version").fetchall()
+            found = rows[0][0] if rows else None
         if found != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: written by another layout of perp-indexer (schema version "
