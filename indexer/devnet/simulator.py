@@ -44,16 +44,53 @@ def token_address(symbol: str) -> str:
 
 SYMBOLS = {token_address(s): s for s in TOKENS}
 
+#: Wallet tiers (whales, the next 7 mid-size, the rest small): (smallest and largest trade,
+#: largest position, largest open size of one wallet on one protocol), in USD. A wallet trades
+#: on the five protocols of the demo, so a whale holds at most 5 x $24M open.
+TIERS: tuple[tuple[int, int, int, int], ...] = ((400_000, 5_000_000, 12_000_000, 24_000_000),
+                                                (20_000, 300_000, 900_000, 2_000_000),
+                                                (200, 12_000, 30_000, 60_000))
+MID_TIER = 7
+
+
+def tier_of(tier: int, whales: int) -> tuple[int, int, int, int]:
+    """The ``TIERS`` row of the wallet at ``tier`` (its index among the trading wallets)."""
+    return TIERS[0 if tier < whales else 1 if tier < whales + MID_TIER else 2]
+
+
 def trade_size(rng: random.Random, tier: int, whales: int) -> int:
     """A trade size in USD x 1e30 for the wallet at ``tier``: the first ``whales`` wallets trade
     millions, the next 7 tens to hundreds of thousands, the rest hundreds to thousands."""
-    if tier < whales:
-        dollars = rng.randint(400_000, 6_000_000)
-    elif tier < whales + 7:
-        dollars = rng.randint(20_000, 300_000)
-    else:
-        dollars = rng.randint(200, 12_000)
-    return dollars * USD + rng.randint(0, 99) * USD // 100
+    low, high, _, _ = tier_of(tier, whales)
+    return rng.randint(low, high) * USD + rng.randint(0, 99) * USD // 100
+
+
+def capped_size(rng: random.Random, tier: int, whales: int, position_usd: int,
+                wallet_usd: int) -> int | None:
+    """A trade size in USD x 1e30 (``trade_size``) that keeps the position and the wallet's open
+    size on this protocol (both in whole USD) under the tier's limits; None when less than the
+    tier's smallest trade is left."""
+    low, _, max_position, max_wallet = tier_of(tier, whales)
+    size = trade_size(rng, tier, whales)
+    room = min(max_position - position_usd, max_wallet - wallet_usd)
+    if room < low:
+        return None
+    return min(size, room * USD)
+
+
+def move_bps(rng: random.Random, ratio: float, shock: bool, shocks: tuple[int, ...],
+             spread: int) -> int:
+    """A price move in basis points for a price at ``ratio`` times its start price: a random
+    walk of +-``spread`` or a shock (one of ``shocks``), pulled back toward the start price so
+    that prices stay near real ones (a shock points back with a chance that grows with the
+    distance; a step is drifted by a tenth of it)."""
+    if shock:
+        bps = rng.choice(shocks)
+        if (bps > 0) == (ratio > 1) and rng.random() < min(0.45, abs(ratio - 1) * 3):
+            bps = -bps
+        return bps
+    pull = max(-spread, min(spread, round(-1000 * (ratio - 1))))
+    return rng.randint(-spread, spread) + pull
 
 
 def mine_together(rpc: Rpc, txs: list[dict[str, Any]]) -> list[bool]:
@@ -123,8 +160,23 @@ class TradingLoop:
     def collateral_deposit(self) -> None:
         raise NotImplementedError
 
-    def decrease(self, *, full: bool = False, collateral_only: bool = False) -> None:
+    def decrease(self, *, full: bool = False, collateral_only: bool = False,
+                 pid: Any = None) -> None:
+        """A partial decrease, a collateral withdrawal or a full close of ``pid`` (by default
+        a random open position)."""
         raise NotImplementedError
+
+    def sized(self, wallet: str, pid: Any, held: dict[Any, int]) -> int | None:
+        """A trade size (USD x 1e30) for ``wallet`` adding to ``pid``, given ``held``, its open
+        positions on this protocol in whole USD: ``capped_size``."""
+        return capped_size(self.rng, self.wallets.index(wallet), self.whales, held.get(pid, 0),
+                           sum(held.values()))
+
+    def trim(self, held: dict[Any, int]) -> None:
+        """A wallet at its limits takes some off instead: a partial decrease of its largest
+        position."""
+        self.stats["trimmed"] += 1
+        self.decrease(pid=max(held, key=lambda k: held[k]))
 
     def move_price(self, *, shock: bool = False) -> None:
         raise NotImplementedError
@@ -190,6 +242,7 @@ class Simulator(TradingLoop):
         super().__post_init__()
         self.gov, self.liquidator = self.accounts[0], self.accounts[1]
         self.prices = {s: p * USD for s, (p, _) in TOKENS.items()}
+        self.start_prices = dict(self.prices)
 
     # -- chain helpers -----------------------------------------------------------------------
 
@@ -212,8 +265,11 @@ class Simulator(TradingLoop):
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _size_for(self, wallet: str) -> int:
-        return trade_size(self.rng, self.wallets.index(wallet), self.whales)
+    def held(self, wallet: str) -> dict[PositionId, int]:
+        """The wallet's open positions: id -> size in whole USD, as the vault holds them."""
+        ids = sorted(pid for pid in self.ids if pid[0] == wallet)
+        sizes = [int(out[2:66], 16) // USD for out in self._call_each(SIG_GET_POSITION, ids)]
+        return {pid: size for pid, size in zip(ids, sizes, strict=True) if size}
 
     def _pick_id(self) -> PositionId:
         wallet = self.rng.choice(self.wallets)
@@ -224,9 +280,13 @@ class Simulator(TradingLoop):
 
     def open_or_increase(self) -> None:
         pid = self._pick_id()
-        size = self._size_for(pid[0])
-        leverage = self.rng.choice([2, 3, 5, 8, 10, 15, 20, 30, 40, 45])
-        collateral = size // leverage + size // 1000
+        held = self.held(pid[0])
+        size = self.sized(pid[0], pid, held)
+        if size is None:
+            self.trim(held)
+            return
+        leverage = self.rng.choice([1.5, 2, 3, 5, 8, 10, 15, 20, 30, 40, 45])
+        collateral = int(size / leverage) + size // 1000
         if self._tx(pid[0], encode_call(SIG_INCREASE, [*pid[:3], collateral, size, pid[3]])):
             self.ids.add(pid)
             self.stats["increase"] += 1
@@ -244,23 +304,36 @@ class Simulator(TradingLoop):
         ids = self._open_ids()
         if ids:
             pid = self.rng.choice(ids)
-            amount = self.position(pid)[1] // self.rng.randint(3, 10) + USD
+            size, collateral = self.position(pid)[:2]
+            # at most down to 1.1x leverage
+            amount = min(collateral // self.rng.randint(3, 10) + USD, size * 10 // 11 - collateral)
+            if amount <= 0:
+                return
             if self._tx(pid[0], encode_call(SIG_INCREASE, [*pid[:3], amount, 0, pid[3]])):
                 self.stats["collateral_deposit"] += 1
 
-    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
-        ids = self._open_ids()
-        if not ids:
-            return
-        pid = self.rng.choice(ids)
+    def decrease(self, full: bool = False, collateral_only: bool = False,
+                 pid: PositionId | None = None) -> None:
+        if pid is None:
+            ids = self._open_ids()
+            if not ids:
+                return
+            pid = self.rng.choice(ids)
         size, collateral = self.position(pid)[:2]
         if full:
             size_delta, coll_delta = size, 0
-        elif collateral_only:
-            size_delta, coll_delta = 0, collateral // self.rng.randint(5, 20)
+        elif collateral_only:  # at most up to 45x leverage
+            coll_delta = min(collateral // self.rng.randint(5, 20), collateral - size // 45)
+            size_delta = 0
+            if coll_delta <= 0:
+                return
         else:
             size_delta = size * self.rng.randint(10, 70) // 100
             coll_delta = collateral * self.rng.randint(0, 40) // 100
+            # the leverage left stays within 1.1x-45x
+            left = size - size_delta
+            coll_delta = max(0, min(max(coll_delta, collateral - left * 10 // 11),
+                                    collateral - left // 45))
         data = encode_call(SIG_DECREASE, [*pid[:3], coll_delta, size_delta, pid[3], pid[0]])
         if self._tx(pid[0], data):
             self.stats["close" if full else "collateral_withdrawal" if collateral_only
@@ -268,7 +341,8 @@ class Simulator(TradingLoop):
 
     def move_price(self, shock: bool = False) -> None:
         symbol = self.rng.choice(INDEX_TOKENS)
-        bps = self.rng.choice([-1200, -900, 700, 1000]) if shock else self.rng.randint(-250, 250)
+        bps = move_bps(self.rng, self.prices[symbol] / self.start_prices[symbol], shock,
+                       (-1200, -900, 700, 1000), 250)
         self.set_price(symbol, max(self.prices[symbol] * (10_000 + bps) // 10_000, USD // 100))
         self.liquidation_sweep()
 
@@ -289,7 +363,9 @@ class Simulator(TradingLoop):
             pid = self._pick_id()
             if pid[0] in {p[0] for p in pids}:
                 continue
-            size = self._size_for(pid[0])
+            size = self.sized(pid[0], pid, self.held(pid[0]))
+            if size is None:
+                continue
             data = encode_call(SIG_INCREASE, [*pid[:3], size // 10 + size // 1000, size, pid[3]])
             txs.append({"from": pid[0], "to": self.vault, "data": data, "gas": hex(1_000_000)})
             pids.append(pid)

@@ -14,7 +14,7 @@ from typing import Any
 
 from indexer.abi import decode_values, encode_call
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
-from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
+from indexer.devnet.simulator import TradingLoop, mine_together, move_bps, token_address
 
 #: pair index -> (name, start price in USD)
 PAIRS: dict[int, tuple[str, int]] = {0: ("BTC/USD", 62000), 1: ("ETH/USD", 3100),
@@ -24,7 +24,8 @@ COLLATERALS: dict[int, tuple[str, int, int]] = {1: ("DAI", 18, 1), 2: ("WETH", 1
                                                 3: ("USDC", 6, 1)}
 TRADE = ("address,uint32,uint16,uint24,bool,bool,uint8,uint8,uint120,uint64,uint64,uint64,bool,"
          "uint160,uint24")
-LEVERAGES = (2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 150_000)
+#: leverages of new trades and leverage updates (1e3 precision: 1.5x-50x)
+LEVERAGES = (1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 25_000, 50_000)
 
 TradeId = tuple[str, int]  # user, index
 
@@ -50,6 +51,7 @@ class SimulatorGTrade(TradingLoop):
         super().__post_init__()
         self.keeper = self.accounts[0]
         self.prices = {p: usd * 10**10 for p, (_, usd) in PAIRS.items()}
+        self.start_prices = dict(self.prices)
         #: pending limit orders
         self.limits: set[TradeId] = set()
 
@@ -91,15 +93,31 @@ class SimulatorGTrade(TradingLoop):
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _order(self, wallet: str) -> list[Any]:
-        """(pair, leverage, long, collateral index, collateral amount) of a new trade."""
+    def collateral_usd(self, index: int) -> int:
+        """The USD price of one whole collateral token, x 1e10 (WETH follows the ETH pair)."""
+        return self.prices[1] if index == 2 else COLLATERALS[index][2] * 10**10
+
+    def amount(self, index: int, usd: int) -> int:
+        """``usd`` (x 1e30) in collateral ``index``'s smallest units (its own decimals)."""
+        _, decimals, _ = COLLATERALS[index]
+        return usd * 10**decimals // self.collateral_usd(index) // 10**20
+
+    def held(self, wallet: str) -> dict[TradeId, int]:
+        """The wallet's open trades: id -> position size in whole USD at the collateral's
+        current price."""
+        ids = [t for t in self._open() if t[0] == wallet]
+        return {tid: t[8] * t[3] // 1000 * self.collateral_usd(t[6])
+                // 10**COLLATERALS[t[6]][1] // 10**10
+                for tid, t in zip(ids, self.trades(ids), strict=True)}
+
+    def _order(self, wallet: str, size: int) -> list[Any]:
+        """(pair, leverage, long, collateral index, collateral amount) of a new trade of
+        ``size`` (USD x 1e30)."""
         pair, coll = self.rng.choice(list(PAIRS)), self.rng.choice(list(COLLATERALS))
         leverage = self.rng.choice(LEVERAGES)
-        usd = trade_size(self.rng, self.wallets.index(wallet), self.whales) * 1000 // leverage
-        _, decimals, _ = COLLATERALS[coll]
-        coll_usd = self.prices[1] // 10**10 if coll == 2 else 1
-        amount = usd * 10**decimals // coll_usd // 10**30
-        return [pair, leverage, self.rng.random() < 0.55, coll, max(amount, 10**decimals // 100)]
+        amount = self.amount(coll, size * 1000 // leverage)
+        return [pair, leverage, self.rng.random() < 0.55, coll,
+                max(amount, 10**COLLATERALS[coll][1] // 100)]
 
     def _new_id(self, wallet: str) -> TradeId:
         out = self._calls("currentIndex(address)", [[wallet]])[0]
@@ -108,16 +126,27 @@ class SimulatorGTrade(TradingLoop):
     def open_or_increase(self) -> None:
         wallet = self.rng.choice(self.wallets)
         r = self.rng.random()
-        open_ids = [t for t in self._open() if t[0] == wallet]
-        if r < 0.2 and open_ids:
-            tid = self.rng.choice(open_ids)
-            order = self._order(wallet)
+        held = self.held(wallet)
+        if r < 0.2 and held:
+            tid = self.rng.choice(sorted(held))
+            size = self.sized(wallet, tid, held)
+            if size is None:
+                self.trim(held)
+                return
+            (trade,) = self.trades([tid])
+            leverage = self.rng.choice(LEVERAGES)
+            # collateral in the trade's own collateral token (its decimals)
+            amount = self.amount(trade[6], size * 1000 // leverage) + 1
             if self._tx(wallet, encode_call("increaseSize(uint32,uint120,uint24)",
-                                            [tid[1], order[4] // 3 + 1, order[1]])):
+                                            [tid[1], amount, leverage])):
                 self.stats["increase"] += 1
             return
+        size = self.sized(wallet, None, held)
+        if size is None:
+            self.trim(held)
+            return
         tid = self._new_id(wallet)
-        order = self._order(wallet)
+        order = self._order(wallet, size)
         if r < 0.4:  # a limit order a little away from the price
             price = self.prices[order[0]]
             limit = price * (1000 + (-15 if order[2] else 15)) // 1000
@@ -140,11 +169,14 @@ class SimulatorGTrade(TradingLoop):
             if self._tx(tid[0], encode_call("updateLeverage(uint32,uint24)", [tid[1], leverage])):
                 self.stats["leverage_update"] += 1
 
-    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
-        ids = self._open()
-        if not ids:
-            return
-        tid = self.rng.choice(ids)
+    def decrease(self, full: bool = False, collateral_only: bool = False,
+                 pid: TradeId | None = None) -> None:
+        if pid is None:
+            ids = self._open()
+            if not ids:
+                return
+            pid = self.rng.choice(ids)
+        tid = pid
         trade = self.trades([tid])[0]
         collateral, leverage = trade[8], trade[3]
         if full:
@@ -164,7 +196,8 @@ class SimulatorGTrade(TradingLoop):
 
     def move_price(self, shock: bool = False) -> None:
         pair = self.rng.choice(list(PAIRS))
-        bps = self.rng.choice([-1500, -900, 900, 1500]) if shock else self.rng.randint(-250, 250)
+        bps = move_bps(self.rng, self.prices[pair] / self.start_prices[pair], shock,
+                       (-1500, -900, 900, 1500), 250)
         price = max(self.prices[pair] * (10_000 + bps) // 10_000, 10**8)
         self.prices[pair] = price
         self._tx(self.keeper, encode_call("setPairPrice(uint16,uint64)", [pair, price]))
@@ -199,7 +232,11 @@ class SimulatorGTrade(TradingLoop):
     def batch_block(self) -> None:
         txs, tids = [], []
         for wallet in self.rng.sample(self.wallets, self.rng.randint(2, 6)):
-            data = encode_call("openTrade(uint16,uint24,bool,uint8,uint120)", self._order(wallet))
+            size = self.sized(wallet, None, self.held(wallet))
+            if size is None:
+                continue
+            data = encode_call("openTrade(uint16,uint24,bool,uint8,uint120)",
+                               self._order(wallet, size))
             txs.append({"from": wallet, "to": self.diamond, "data": data, "gas": hex(1_500_000)})
             tids.append(self._new_id(wallet))
         for tid, ok in zip(tids, mine_together(self.rpc, txs), strict=True):

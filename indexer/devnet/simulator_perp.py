@@ -15,9 +15,18 @@ from typing import Any
 
 from indexer.abi import decode_values, encode_call
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
-from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
+from indexer.devnet.simulator import (
+    USD,
+    TradingLoop,
+    mine_together,
+    move_bps,
+    token_address,
+    trade_size,
+)
 
 ONE = 10**18
+#: USD x 1e30 -> a USDC amount (6 decimals), what the clearing house's deposit takes
+TO_USDC = USD // 10**6
 #: base token symbol -> start price in USD
 BASES: dict[str, int] = {"vETH": 3100, "vBTC": 62000, "vSOL": 150}
 
@@ -49,6 +58,7 @@ class SimulatorPerp(TradingLoop):
         super().__post_init__()
         self.owner, self.liquidator = self.accounts[0], self.accounts[1]
         self.prices = {s: p * ONE for s, p in BASES.items()}
+        self.start_prices = dict(self.prices)
 
     def _tx(self, sender: str, data: str) -> str | None:
         return self.transact(sender, self.house, data)
@@ -58,10 +68,10 @@ class SimulatorPerp(TradingLoop):
             self._tx(self.owner, encode_call("addBaseToken(address,uint256)",
                                              [base_address(s), price]))
         self._tx(self.owner, encode_call("setLiquidator(address,bool)", [self.liquidator, True]))
-        self._tx(self.liquidator, encode_call("deposit(uint256)", [10**12 * ONE]))
-        for i, w in enumerate(self.wallets):
-            usd = trade_size(self.rng, i, self.whales) // 10**12  # 1e30 -> 1e18
-            self._tx(w, encode_call("deposit(uint256)", [usd // self.rng.choice([3, 5, 8])]))
+        self._tx(self.liquidator, encode_call("deposit(uint256)", [10**9 * 10**6]))
+        for i, w in enumerate(self.wallets):  # margin for 3x-8x on a trade
+            usdc = trade_size(self.rng, i, self.whales) // TO_USDC
+            self._tx(w, encode_call("deposit(uint256)", [usdc // self.rng.choice([3, 5, 8])]))
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -89,9 +99,28 @@ class SimulatorPerp(TradingLoop):
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _trade_delta(self, wallet: str, symbol: str) -> int:
-        usd = trade_size(self.rng, self.wallets.index(wallet), self.whales) // 10**12
-        return usd * ONE // self.prices[symbol] * (1 if self.rng.random() < 0.55 else -1)
+    def held(self, wallet: str) -> dict[PositionId, int]:
+        """The wallet's open positions: id -> size in whole USD at the current price."""
+        ids = sorted(pid for pid in self.ids if pid[0] == wallet
+                     and not self.stats[f"closed_{self._symbol(pid[1])}"])
+        return {pid: abs(p[0]) * self.prices[self._symbol(pid[1])] // ONE // ONE
+                for pid, p in zip(ids, self.positions(ids), strict=True) if p[0]}
+
+    def _trade_delta(self, wallet: str, symbol: str) -> int | None:
+        """A signed base size to trade, within the wallet's limits when it adds to its
+        position (a trade against the position reduces it, at most to zero); None when the
+        wallet is at its limits."""
+        pid = (wallet, base_address(symbol))
+        sign = 1 if self.rng.random() < 0.55 else -1
+        size = self._size(pid)
+        if size * sign < 0:
+            usd = trade_size(self.rng, self.wallets.index(wallet), self.whales)
+            cut = usd // 10**12 * ONE // self.prices[symbol]
+            return sign * (abs(size) if cut > abs(size) * 9 // 10 else cut)  # no dust left
+        capped = self.sized(wallet, pid, self.held(wallet))
+        if capped is None:
+            return None
+        return sign * (capped // 10**12 * ONE // self.prices[symbol])
 
     def _open_symbols(self) -> list[str]:
         return [s for s in BASES if not self.stats[f"closed_{s}"]]
@@ -99,14 +128,17 @@ class SimulatorPerp(TradingLoop):
     def open_or_increase(self) -> None:
         wallet, symbol = self.rng.choice(self.wallets), self.rng.choice(self._open_symbols())
         delta = self._trade_delta(wallet, symbol)
-        if self._tx(wallet, encode_call(SIG_OPEN, [base_address(symbol), delta])):
+        if delta is None:
+            self.trim(self.held(wallet))
+            return
+        if delta and self._tx(wallet, encode_call(SIG_OPEN, [base_address(symbol), delta])):
             self.ids.add((wallet, base_address(symbol)))
             self.stats["trade"] += 1
 
     def collateral_deposit(self) -> None:
         wallet = self.rng.choice(self.wallets)
-        usd = trade_size(self.rng, self.wallets.index(wallet), self.whales) // 10**12 // 10
-        if self._tx(wallet, encode_call("deposit(uint256)", [usd])):
+        usdc = trade_size(self.rng, self.wallets.index(wallet), self.whales) // TO_USDC // 10
+        if self._tx(wallet, encode_call("deposit(uint256)", [usdc])):
             self.stats["deposit"] += 1
 
     def _open_ids(self) -> list[PositionId]:
@@ -118,11 +150,13 @@ class SimulatorPerp(TradingLoop):
     def _symbol(base: str) -> str:
         return next(s for s in BASES if base_address(s) == base)
 
-    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
-        ids = self._open_ids()
-        if not ids:
-            return
-        pid = self.rng.choice(ids)
+    def decrease(self, full: bool = False, collateral_only: bool = False,
+                 pid: PositionId | None = None) -> None:
+        if pid is None:
+            ids = self._open_ids()
+            if not ids:
+                return
+            pid = self.rng.choice(ids)
         size = self._size(pid)
         if collateral_only:  # a flip: trade past zero to the other side
             delta = -size - size * self.rng.randint(10, 80) // 100
@@ -135,7 +169,8 @@ class SimulatorPerp(TradingLoop):
 
     def move_price(self, shock: bool = False) -> None:
         symbol = self.rng.choice(self._open_symbols())
-        bps = self.rng.choice([-1500, -1000, 800, 1200]) if shock else self.rng.randint(-300, 300)
+        bps = move_bps(self.rng, self.prices[symbol] / self.start_prices[symbol], shock,
+                       (-1500, -1000, 800, 1200), 300)
         price = max(self.prices[symbol] * (10_000 + bps) // 10_000, ONE // 100)
         self.prices[symbol] = price
         self._tx(self.owner, encode_call("setPrice(address,uint256)", [base_address(symbol), price]))
@@ -153,12 +188,21 @@ class SimulatorPerp(TradingLoop):
                     self.liquidations.append(tx)
                     self.ids.add((self.liquidator, pid[1]))
                     self.stats["liquidation"] += 1
+        # the liquidator closes what it took over (it is not a trader)
+        taken = [pid for pid in ids if pid[0] in doomed]
+        for pid in sorted({(self.liquidator, base) for _, base in taken}):
+            size = self._size(pid)
+            if size and self._tx(self.liquidator, encode_call(SIG_OPEN, [pid[1], -size])):
+                self.stats["liquidator_close"] += 1
 
     def batch_block(self) -> None:
         txs, pids = [], []
         for wallet in self.rng.sample(self.wallets, self.rng.randint(2, 6)):
             symbol = self.rng.choice(self._open_symbols())
-            data = encode_call(SIG_OPEN, [base_address(symbol), self._trade_delta(wallet, symbol)])
+            delta = self._trade_delta(wallet, symbol)
+            if not delta:
+                continue
+            data = encode_call(SIG_OPEN, [base_address(symbol), delta])
             txs.append({"from": wallet, "to": self.house, "data": data, "gas": hex(1_500_000)})
             pids.append((wallet, base_address(symbol)))
         for pid, ok in zip(pids, mine_together(self.rpc, txs), strict=True):

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 from indexer.abi import decode_values, encode_call, encode_values
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy
-from indexer.devnet.simulator import TradingLoop, mine_together, trade_size
+from indexer.devnet.simulator import TradingLoop, mine_together, move_bps, trade_size
 
 ONE = 10**18
+#: leverages a trader aims at when it sets its margin (the markets allow 25x)
+LEVERAGES = (1.5, 2, 3, 5, 8, 10, 15, 20)
 SOURCE = CONTRACTS / "SynthetixTestPerps.sol"
 #: market key -> (asset, start price in USD, legacy (pre-April-2023) events)
 MARKETS: dict[str, tuple[str, int, bool]] = {"sETHPERP": ("sETH", 3100, False),
@@ -61,6 +63,7 @@ class SimulatorSynthetix(TradingLoop):
         super().__post_init__()
         self.owner, self.keeper = self.accounts[0], self.accounts[1]
         self.prices = {k: p * ONE for k, (_, p, _) in MARKETS.items()}
+        self.start_prices = dict(self.prices)
 
     def _tx(self, sender: str, to: str, data: str) -> str | None:
         return self.transact(sender, to, data, gas=1_000_000)
@@ -110,19 +113,63 @@ class SimulatorSynthetix(TradingLoop):
     def _pick(self) -> tuple[str, str]:
         return self.rng.choice(self.wallets), self.markets[self.rng.choice(self.live)]
 
-    def _delta(self, wallet: str, market: str) -> int:
-        key = next(k for k, m in self.markets.items() if m == market)
-        size = self._usd(wallet) * ONE // self.prices[key]
-        return size if self.rng.random() < 0.55 else -size
+    def held(self, wallet: str) -> dict[PositionId, int]:
+        """The wallet's open positions: id -> size in whole USD at the current price."""
+        ids = sorted(pid for pid in self.ids if pid[1] == wallet)
+        return {pid: abs(p[4]) * self.prices[self._key(pid[0])] // ONE // ONE
+                for pid, p in zip(ids, self.positions(ids), strict=True) if p[4]}
+
+    def _state(self, market: str, wallet: str) -> tuple[int, int]:
+        """(size, margin with the PnL since the last settlement) of a position, 1e18."""
+        _, _, margin, last_price, size = self.positions([(market, wallet)])[0]
+        return size, margin + size * (self.prices[self._key(market)] - last_price) // ONE
+
+    def _delta(self, wallet: str, market: str) -> int | None:
+        """A signed size to trade, within the wallet's limits when it adds to its position (a
+        trade against the position reduces it, at most to zero); None when the wallet is at its
+        limits."""
+        price = self.prices[self._key(market)]
+        sign = 1 if self.rng.random() < 0.55 else -1
+        size, _ = self._state(market, wallet)
+        if size * sign < 0:
+            cut = self._usd(wallet) * ONE // price
+            return sign * (abs(size) if cut > abs(size) * 9 // 10 else cut)  # no dust left
+        usd = self.sized(wallet, (market, wallet), self.held(wallet))
+        return None if usd is None else sign * (usd // 10**12 * ONE // price)
+
+    def _margin_for(self, market: str, wallet: str, delta: int) -> int:
+        """The margin to move in (+) or out (-) for the position after a trade of ``delta`` to
+        be at a leverage drawn from ``LEVERAGES`` (with its fee)."""
+        size, margin = self._state(market, wallet)
+        notional = abs(size + delta) * self.prices[self._key(market)] // ONE
+        fee = abs(delta) * self.prices[self._key(market)] // ONE // 500
+        return int(notional / self.rng.choice(LEVERAGES)) + fee - margin
+
+    def _rebalance(self, market: str, wallet: str) -> None:
+        """Take out the margin a position under 1.1x leverage does not need (a reduced or
+        flipped position), down to 2x-5x."""
+        size, margin = self._state(market, wallet)
+        notional = abs(size) * self.prices[self._key(market)] // ONE
+        if size and margin * 11 > notional * 10:
+            out = margin - notional // self.rng.choice([2, 3, 5])
+            if self._tx(wallet, market, encode_call("transferMargin(int256)", [-out])):
+                self.stats["margin_trim"] += 1
 
     def open_or_increase(self) -> None:
         wallet, market = self._pick()
         delta = self._delta(wallet, market)
-        margin = abs(delta) * self.prices[self._key(market)] // ONE // self.rng.choice([3, 6, 12])
-        self._tx(wallet, market, encode_call("transferMargin(int256)", [margin]))
+        if delta is None:
+            self.trim(self.held(wallet))
+            return
+        if not delta:
+            return
+        margin = self._margin_for(market, wallet, delta)
+        if margin > 0:
+            self._tx(wallet, market, encode_call("transferMargin(int256)", [margin]))
         if self._tx(wallet, market, encode_call("modifyPosition(int256)", [delta])):
             self.ids.add((market, wallet))
             self.stats["trade"] += 1
+            self._rebalance(market, wallet)
 
     def _key(self, market: str) -> str:
         return next(k for k, m in self.markets.items() if m == market)
@@ -135,15 +182,22 @@ class SimulatorSynthetix(TradingLoop):
         ids = self._open_ids()
         if ids:
             market, wallet = self.rng.choice(ids)
-            if self._tx(wallet, market, encode_call("transferMargin(int256)",
-                                                    [self._usd(wallet) // 20 + ONE])):
+            size, margin = self._state(market, wallet)
+            # at most down to 1.1x leverage
+            room = abs(size) * self.prices[self._key(market)] // ONE * 10 // 11 - margin
+            amount = min(self._usd(wallet) // 20 + ONE, room)
+            if amount > 0 and self._tx(wallet, market, encode_call("transferMargin(int256)",
+                                                                   [amount])):
                 self.stats["margin_in"] += 1
 
-    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
-        ids = self._open_ids()
-        if not ids:
-            return
-        market, wallet = pid = self.rng.choice(ids)
+    def decrease(self, full: bool = False, collateral_only: bool = False,
+                 pid: PositionId | None = None) -> None:
+        if pid is None:
+            ids = self._open_ids()
+            if not ids:
+                return
+            pid = self.rng.choice(ids)
+        market, wallet = pid
         _, _, margin, _, size = self.positions([pid])[0]
         if full:
             data, what = encode_call("closePosition()", []), "close"
@@ -157,10 +211,18 @@ class SimulatorSynthetix(TradingLoop):
             what = "reduce"
         if self._tx(wallet, market, data):
             self.stats[what] += 1
+            if full:  # the margin left goes back to the wallet
+                left = self.positions([pid])[0][2]
+                if left and self._tx(wallet, market, encode_call("transferMargin(int256)",
+                                                                 [-left])):
+                    self.stats["margin_withdrawn"] += 1
+            else:
+                self._rebalance(market, wallet)
 
     def move_price(self, shock: bool = False) -> None:
         key = self.rng.choice(self.live)
-        bps = self.rng.choice([-1500, -1000, 900, 1300]) if shock else self.rng.randint(-300, 300)
+        bps = move_bps(self.rng, self.prices[key] / self.start_prices[key], shock,
+                       (-1500, -1000, 900, 1300), 300)
         self.prices[key] = max(self.prices[key] * (10_000 + bps) // 10_000, ONE // 100)
         self._tx(self.owner, self.markets[key], encode_call("setPrice(uint256)",
                                                             [self.prices[key]]))
@@ -183,14 +245,16 @@ class SimulatorSynthetix(TradingLoop):
         for wallet in self.rng.sample(self.wallets, self.rng.randint(2, 5)):
             market = self.markets[self.rng.choice(self.live)]
             delta = self._delta(wallet, market)
-            margin = abs(delta) * self.prices[self._key(market)] // ONE // 4
-            for data in (encode_call("transferMargin(int256)", [margin]),
-                         encode_call("modifyPosition(int256)", [delta])):
+            if not delta:
+                continue
+            margin = self._margin_for(market, wallet, delta)
+            calls = [encode_call("transferMargin(int256)", [margin])] if margin > 0 else []
+            for data in [*calls, encode_call("modifyPosition(int256)", [delta])]:
                 txs.append({"from": wallet, "to": market, "data": data, "gas": hex(1_000_000)})
-            pids.append((market, wallet))
+            pids.append(((market, wallet), len(txs) - 1))
         oks = mine_together(self.rpc, txs)
-        for pid, ok in zip(pids, oks[1::2], strict=True):
-            if ok:
+        for pid, i in pids:
+            if oks[i]:
                 self.ids.add(pid)
         self.stats["tx_ok"] += sum(oks)
         self.stats["tx_reverted"] += len(oks) - sum(oks)

@@ -16,7 +16,7 @@ from typing import Any
 
 from indexer.abi import decode_values, encode_call, encode_values, keccak
 from indexer.devnet.chain import CONTRACTS, Anvil, compile_contract, deploy, send
-from indexer.devnet.simulator import TradingLoop, mine_together, token_address, trade_size
+from indexer.devnet.simulator import TradingLoop, mine_together, move_bps, token_address
 
 USD = 10**30
 #: symbol -> (decimals, start price in USD per whole token). SOL is synthetic (no contract).
@@ -67,6 +67,7 @@ class SimulatorV2(TradingLoop):
         super().__post_init__()
         self.keeper = self.accounts[0]
         self.usd_prices: dict[str, float] = {s: float(p) for s, (_, p) in TOKENS.items()}
+        self.start_prices = dict(self.usd_prices)
 
     def _tx(self, data: str) -> dict[str, Any]:
         receipt = send(self.rpc, self.keeper, self.exchange, data, gas=3_000_000)
@@ -103,8 +104,13 @@ class SimulatorV2(TradingLoop):
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _size_for(self, wallet: str) -> int:
-        return trade_size(self.rng, self.wallets.index(wallet), self.whales)
+    def held(self, wallet: str) -> dict[PositionId, int]:
+        """The wallet's open positions: id -> size in whole USD, as the exchange holds them."""
+        ids = sorted(pid for pid in self.ids if pid[0] == wallet)
+        return {pid: p[4] // USD for pid, p in zip(ids, self.positions(ids), strict=True) if p[4]}
+
+    def _symbol(self, token: str) -> str:
+        return next(s for s in TOKENS if token_address(s) == token)
 
     def _pick_id(self) -> PositionId:
         wallet = self.rng.choice(self.wallets)
@@ -115,19 +121,29 @@ class SimulatorV2(TradingLoop):
         return (wallet, market_address(name), token_address(collateral), is_long)
 
     def _collateral_for(self, pid: PositionId, usd: int) -> int:
-        symbol = next(s for s in TOKENS if token_address(s) == pid[2])
+        """``usd`` (x 1e30) in the collateral token's smallest units (its decimals)."""
+        symbol = self._symbol(pid[2])
         return usd // unit_price(symbol, self.usd_prices[symbol])
 
-    def _increase_call(self, pid: PositionId) -> str:
-        size = self._size_for(pid[0])
-        leverage = self.rng.choice([1.5, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60])
+    def _collateral_usd(self, pid: PositionId, amount: int) -> int:
+        """A collateral amount (smallest units) in USD x 1e30."""
+        symbol = self._symbol(pid[2])
+        return amount * unit_price(symbol, self.usd_prices[symbol])
+
+    def _increase_call(self, pid: PositionId, size: int) -> str:
+        leverage = self.rng.choice([1.5, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50])
         collateral = self._collateral_for(pid, int(size / leverage) + size // 500)
         order = ORDER_LIMIT_INCREASE if self.rng.random() < 0.05 else ORDER_MARKET_INCREASE
         return encode_call(SIG_INCREASE, [*pid, size, collateral, order])
 
     def open_or_increase(self) -> None:
         pid = self._pick_id()
-        if self._tx(self._increase_call(pid))["status"] == "0x1":
+        held = self.held(pid[0])
+        size = self.sized(pid[0], pid, held)
+        if size is None:
+            self.trim(held)
+            return
+        if self._tx(self._increase_call(pid, size))["status"] == "0x1":
             self.ids.add(pid)
             self.stats["increase"] += 1
 
@@ -135,27 +151,45 @@ class SimulatorV2(TradingLoop):
         ids = self._open_ids()
         if ids:
             pid = self.rng.choice(ids)
-            amount = self._collateral_for(pid, self.rng.randint(100, 50_000) * USD)
+            (p,) = self.positions([pid])
+            # a third to a tenth of the collateral, keeping the leverage at 1.1x or more
+            value = self._collateral_usd(pid, p[6])
+            usd = min(value // self.rng.randint(3, 10), p[4] * 10 // 11 - value)
+            amount = self._collateral_for(pid, usd) if usd > 0 else 0
+            if not amount:
+                return
             data = encode_call(SIG_INCREASE, [*pid, 0, amount, ORDER_MARKET_INCREASE])
             if self._tx(data)["status"] == "0x1":
                 self.stats["collateral_deposit"] += 1
 
-    def decrease(self, full: bool = False, collateral_only: bool = False) -> None:
-        ids = self._open_ids()
-        if not ids:
-            return
-        pid = self.rng.choice(ids)
+    def decrease(self, full: bool = False, collateral_only: bool = False,
+                 pid: PositionId | None = None) -> None:
+        if pid is None:
+            ids = self._open_ids()
+            if not ids:
+                return
+            pid = self.rng.choice(ids)
         (p,) = self.positions([pid])
         size, collateral = p[4], p[6]
+        value = self._collateral_usd(pid, collateral)
         order = self.rng.choice([ORDER_MARKET_DECREASE] * 8 + [ORDER_LIMIT_DECREASE,
                                                                 ORDER_STOP_LOSS])
         if full:
             size_delta, coll_delta = size, 0
-        elif collateral_only:
-            size_delta, coll_delta = 0, collateral // self.rng.randint(8, 30)
+        elif collateral_only:  # up to 45x leverage at most
+            size_delta = 0
+            coll_delta = min(collateral // self.rng.randint(8, 30),
+                             collateral - self._collateral_for(pid, size // 45))
+            if coll_delta <= 0:
+                return
         else:
             size_delta = size * self.rng.randint(10, 70) // 100
             coll_delta = collateral * self.rng.randint(0, 30) // 100
+            # what stays is at 1.1x leverage or more (when the collateral covers it)
+            excess = value - (size - size_delta) * 10 // 11
+            if excess > 0:
+                coll_delta = min(max(coll_delta, self._collateral_for(pid, excess) + 1),
+                                 collateral * 9 // 10)
         if self._tx(encode_call(SIG_DECREASE, [*pid, size_delta, coll_delta, order]))[
                 "status"] == "0x1":
             self.stats["close" if full else "collateral_withdrawal" if collateral_only
@@ -163,7 +197,8 @@ class SimulatorV2(TradingLoop):
 
     def move_price(self, shock: bool = False) -> None:
         symbol = self.rng.choice(["WETH", "WBTC", "SOL"])
-        bps = self.rng.choice([-1500, -1000, 800, 1200]) if shock else self.rng.randint(-300, 300)
+        bps = move_bps(self.rng, self.usd_prices[symbol] / self.start_prices[symbol], shock,
+                       (-1500, -1000, 800, 1200), 300)
         self.set_price(symbol, self.usd_prices[symbol] * (10_000 + bps) / 10_000)
         self.liquidation_sweep()
 
@@ -182,11 +217,17 @@ class SimulatorV2(TradingLoop):
 
     def batch_block(self) -> None:
         """Several executions mined in one block, for different wallets."""
-        pids = [self._pick_id() for _ in range(self.rng.randint(2, 5))]
-        self.ids.update(pids)
+        txs: list[tuple[PositionId, str]] = []
+        for pid in [self._pick_id() for _ in range(self.rng.randint(2, 5))]:
+            if pid[0] in {t[0] for t, _ in txs}:
+                continue  # one per wallet: its limits are checked against the chain
+            size = self.sized(pid[0], pid, self.held(pid[0]))
+            if size is not None:
+                txs.append((pid, self._increase_call(pid, size)))
+        self.ids.update(pid for pid, _ in txs)
         for ok in mine_together(self.rpc, [
-                {"from": self.keeper, "to": self.exchange, "data": self._increase_call(pid),
-                 "gas": hex(3_000_000)} for pid in pids]):
+                {"from": self.keeper, "to": self.exchange, "data": data,
+                 "gas": hex(3_000_000)} for _, data in txs]):
             self.stats["tx_ok" if ok else "tx_reverted"] += 1
             self.stats["increase"] += ok
         self.stats["batch_blocks"] += 1

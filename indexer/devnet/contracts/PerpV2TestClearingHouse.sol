@@ -5,7 +5,9 @@ pragma solidity ^0.8.20;
 /// @notice Emits exactly the Curie ClearingHouse events (same declarations, same order in a
 /// liquidation: the trader's PositionChanged, the liquidator's PositionChanged taking the
 /// position over, then PositionLiquidated), 1e18 amounts, signed taker sizes (+ long). Trades
-/// fill at the set price (no AMM); margin is account-wide, credited in USD without transfers.
+/// fill at the set price (no AMM); margin is account-wide, credited in USD without transfers:
+/// deposit and withdraw take USDC amounts (6 decimals, as Perp v2's Vault.deposit), the account
+/// value is kept with 18 decimals (as the ClearingHouse's settlement-token amounts).
 /// Getters shaped like AccountBalance: getTakerPositionSize / getTakerOpenNotional.
 contract PerpV2TestClearingHouse {
     struct Taker {
@@ -15,6 +17,7 @@ contract PerpV2TestClearingHouse {
     }
 
     int256 public constant ONE = 1e18;
+    int256 public constant USDC_TO_ONE = 1e12;         // 6-decimal USDC -> 18 decimals
     int256 public constant FEE_BPS = 10;               // 0.1 % of the exchanged notional
     int256 public constant MM_RATIO = 0.0625e18;       // maintenance margin 6.25 %
     int256 public constant LIQUIDATION_PENALTY = 0.025e18;
@@ -61,12 +64,12 @@ contract PerpV2TestClearingHouse {
         isLiquidator[account] = active;
     }
 
-    function deposit(uint256 amount) external {
-        collateral[msg.sender] += int256(amount);
+    function deposit(uint256 amountUsdc) external {
+        collateral[msg.sender] += int256(amountUsdc) * USDC_TO_ONE;
     }
 
-    function withdraw(uint256 amount) external {
-        collateral[msg.sender] -= int256(amount);
+    function withdraw(uint256 amountUsdc) external {
+        collateral[msg.sender] -= int256(amountUsdc) * USDC_TO_ONE;
         require(_accountValue(msg.sender) >= _requiredMargin(msg.sender, ONE / 10), "CH: margin");
     }
 
