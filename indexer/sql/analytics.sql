@@ -41,7 +41,12 @@ CREATE OR REPLACE VIEW asset_open_interest AS
 WITH per_market AS (
     SELECT chain_id, protocol, market,
            sum(size_usd) FILTER (WHERE is_long) AS l, sum(size_usd) FILTER (WHERE NOT is_long) AS s,
-           sum(size_tokens::DOUBLE) AS tokens, count(*) FILTER (WHERE size_tokens IS NULL) AS untokened
+           -- gTrade's size_tokens are collateral tokens: its size in the pair's units is the
+           -- USD size at the opening price
+           sum(CASE WHEN protocol = 'gtrade' THEN size_usd::DOUBLE / nullif(entry_price_usd, 0)
+                    ELSE size_tokens::DOUBLE END) AS tokens,
+           count(*) FILTER (WHERE CASE WHEN protocol = 'gtrade' THEN nullif(entry_price_usd, 0)
+                                       ELSE size_tokens END IS NULL) AS untokened
     FROM positions WHERE status = 'open' GROUP BY ALL
 ), v AS (
     SELECT p.chain_id, p.protocol, a.asset,
