@@ -55,7 +55,7 @@ NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 #: The tables always exported (the *_hourly views are found in the database).
 TABLES = ("position_changes", "positions", "funding_updates")
 #: Rows fetched by one query at most (several changed partitions per query, never one split).
-ROWS_PER_QUERY = 2_000_000
+ROWS_PER_QUERY = 1_000_000
 #: Column of the rows query holding each row's hash.
 _HASH = "__row_hash"
 _TMP = ".part.parquet.tmp-"
