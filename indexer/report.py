@@ -13,9 +13,13 @@ Charts, each per asset (over its venues) and per market, chosen in one selector 
 long vs short open interest (``market_hourly``), skew with imbalance episodes shaded
 (``market_hourly``, ``imbalance_episodes``), funding and borrow rates (``funding_rates_hourly``,
 ``asset_funding_rates_hourly``), the liquidation cascade (``liquidation_map``), liquidations per
-hour (``liquidations_hourly``), volume against OI change (``volume_hourly``), top-10 concentration
+hour (``liquidations_hourly``), volume against OI change, coloured by OI regime
+(``volume_hourly``, ``oi_regimes_hourly``), top-10 concentration
 over time (``whale_concentration_at`` at up to 12 blocks) and the biggest wallets (open positions
 per account; ``wallet_exposure`` for the table over every market).
+
+The time charts of a selection share one axis, which skips stretches of more than two days where
+nothing of the selection was indexed (venues on chains indexed over different periods).
 
 After drawing, the page writes what it drew to ``document.body.dataset.charts`` (chart id ->
 points drawn) and any script error to ``document.body.dataset.errors``: the headless-browser test
@@ -44,7 +48,7 @@ CHARTS: dict[str, tuple[str, str]] = {
     "funding": ("Funding / borrow rate (APR)", "funding_rates_hourly, asset_funding_rates_hourly"),
     "liqmap": ("Liquidation map: OI liquidated by a move from the mark", "liquidation_map"),
     "liquidations": ("Liquidations per hour (size closed)", "liquidations_hourly"),
-    "volume": ("Volume vs OI change", "volume_hourly"),
+    "volume": ("Volume vs OI change", "volume_hourly, oi_regimes_hourly"),
     "concentration": ("Top-10 accounts' share of open interest", "whale_concentration_at(b)"),
     "wallets": ("Biggest wallets (open size)", "positions, wallet_asset_exposure"),
 }
@@ -85,6 +89,7 @@ def _dicts(run: Run, sql: str) -> list[dict[str, Any]]:
 
 
 def _market_key(chain_id: Any, protocol: Any, market: Any) -> str:
+    # the volume query builds the same keys in SQL ('m:' || chain_id || ...)
     return f"m:{chain_id}:{protocol}:{market}"
 
 
@@ -121,10 +126,12 @@ def report_data(run: Run) -> dict[str, Any]:
                    count(*) AS changes
             FROM position_changes GROUP BY source) l USING (source)
         ORDER BY c.chain_id, c.protocol, c.source""")
+    # hours a series can hold: each chain's span, summed (chains indexed over different periods
+    # are not one long span: the page skips the time between them, see axis() in the page)
     span = read("span", """
-        SELECT min(block_time) AS first_time, max(block_time) AS last_time,
-               date_diff('hour', min(block_time), max(block_time)) AS hours
-        FROM position_changes""")
+        SELECT sum(hours) AS hours FROM (
+            SELECT date_diff('hour', min(block_time), max(block_time)) + 1 AS hours
+            FROM position_changes GROUP BY chain_id)""")
     hours = int((span[0]["hours"] if span else None) or 0)
     # hours per point: 1 until the history is longer than MAX_POINTS hours
     step = max(1, math.ceil(hours / MAX_POINTS))
@@ -258,23 +265,36 @@ def report_data(run: Run) -> dict[str, Any]:
         lq["short"].append(r["s"] or 0.0)
         lq["count"].append(r["n"])
 
+    # volume (bars, coloured by the hour's OI regime) against the OI change of every hour:
+    # oi_regimes_hourly has a row for each hour of market_hourly, quiet hours too, so the line
+    # does not join two trading hours across a quiet stretch; volume_hourly only has hours
+    # with changes. The regime is an hour's: with several hours per point it is left out.
+    regime = "any_value(regime)" if step == 1 else "NULL"
     for r in read("volume", f"""
-            WITH b AS (
-                SELECT chain_id, protocol, market, asset, {bucket} AS t,
-                       sum(volume_usd) AS v, sum(oi_change_usd) AS d, sum(trades) AS n
-                FROM volume_hourly WHERE hour IS NOT NULL GROUP BY ALL)
-            SELECT 'market' AS scope, chain_id, protocol, market, asset, t, v, d, n FROM b
-            UNION ALL
-            SELECT 'asset', NULL, NULL, NULL, asset, t, sum(v), sum(d), sum(n) FROM b
-            WHERE asset IS NOT NULL GROUP BY asset, t
-            ORDER BY t"""):
-        key = (_asset_key(r["asset"]) if r["scope"] == "asset"
-               else _market_key(r["chain_id"], r["protocol"], r["market"]))
-        v = series("volume", key)
+            WITH v AS (
+                SELECT 'm:' || chain_id || ':' || protocol || ':' || market AS key, hour,
+                       volume_usd AS v, trades AS n, oi_change_usd AS d0
+                FROM volume_hourly WHERE hour IS NOT NULL
+                UNION ALL
+                SELECT 'a:' || asset, hour, sum(volume_usd), sum(trades), sum(oi_change_usd)
+                FROM volume_hourly WHERE hour IS NOT NULL AND asset IS NOT NULL
+                GROUP BY asset, hour),
+            r AS (
+                SELECT CASE scope WHEN 'asset' THEN 'a:' || asset
+                       ELSE 'm:' || chain_id || ':' || protocol || ':' || market END AS key,
+                       hour, oi_change_usd AS d, regime
+                FROM oi_regimes_hourly WHERE scope = 'market' OR asset IS NOT NULL)
+            SELECT key, {bucket} AS t, sum(v) AS v, sum(n) AS n,
+                   sum(coalesce(d, d0, 0)) AS d, {regime} AS regime
+            FROM v FULL JOIN r USING (key, hour)
+            WHERE key IS NOT NULL
+            GROUP BY ALL ORDER BY t"""):
+        v = series("volume", r["key"])
         v["t"].append(r["t"])
-        v["volume"].append(r["v"])
+        v["volume"].append(r["v"] or 0.0)
         v["oi_change"].append(r["d"])
-        v["trades"].append(r["n"])
+        v["trades"].append(r["n"] or 0)
+        v["regime"].append(r["regime"])
 
     _concentration(read, data, charts)
     _wallets(read, scopes, charts)
@@ -514,18 +534,22 @@ var CONFIG = {{CONFIG}};
   }
   function base(extra) {
     var layout = {
-      margin: {l: 64, r: 18, t: 8, b: 40},
+      margin: {l: 64, r: 18, t: 8, b: 44},
       paper_bgcolor: "#fff", plot_bgcolor: "#fff",
       font: {family: "-apple-system, Segoe UI, Roboto, Arial, sans-serif", size: 12, color: "#1f2933"},
       legend: {orientation: "h", x: 0, y: 1.12, font: {size: 11.5}},
       hovermode: "x unified",
       // a live redraw keeps the reader's zoom; choosing another selection resets it
       uirevision: selected,
-      xaxis: {type: "date", gridcolor: "#f0f1f3", linecolor: "#d1d5db", title: {text: "UTC", font: {size: 11, color: GREY}}},
+      xaxis: timeX(),
+      shapes: breakLines(),
       yaxis: {gridcolor: "#eef0f2", zerolinecolor: "#cbd5e1", tickprefix: "$", exponentformat: "B", separatethousands: true}
     };
     for (var k in extra) {
-      if (typeof extra[k] === "object" && extra[k] !== null && !Array.isArray(extra[k]) && layout[k]) {
+      // a linear x axis (liquidation map, wallets) replaces the time axis: nothing of the
+      // date range may stay in it (Plotly.react fails on a redraw diffing range: null)
+      var replace = k === "xaxis" && extra[k].type === "linear";
+      if (!replace && typeof extra[k] === "object" && extra[k] !== null && !Array.isArray(extra[k]) && layout[k]) {
         for (var j in extra[k]) layout[k][j] = extra[k][j];
       } else layout[k] = extra[k];
     }
@@ -555,12 +579,113 @@ var CONFIG = {{CONFIG}};
       el.innerHTML = "";
       var d = document.createElement("div");
       d.className = "empty";
-      d.textContent = emptyText || "no data yet";
+      // with nothing selected (an empty database) every chart says the same
+      d.textContent = (selected !== null && emptyText) || "no data yet";
       el.appendChild(d);
       return;
     }
     if (old) old.remove();
     Plotly.react(el, traces, layout, PLOT_CONFIG);
+  }
+  // The time axis every time chart of the selection shares: one range, so the charts line
+  // up, and breaks over stretches where nothing of the selection was indexed (an asset's
+  // venues on chains indexed over different periods), so the data is not squeezed to slivers.
+  var HOUR = 3600 * 1000, GAP = 48 * HOUR;
+  var axis = {range: null, breaks: [], skipped: [], ticks: null};
+  function ms(t) { return Date.parse(String(t).replace(" ", "T") + "Z"); }
+  function text(m) { return new Date(m).toISOString().slice(0, 19).replace("T", " "); }
+  function timeAxis() {
+    var ts = [];
+    ["oi", "skew", "funding", "liquidations", "volume"].forEach(function (c) {
+      var d = per(c);
+      if (d && d.t) ts = ts.concat(d.t);
+    });
+    var conc = per("concentration");
+    if (conc && conc.lines) Object.keys(conc.lines).forEach(function (k) { ts = ts.concat(conc.lines[k].t); });
+    var xs = ts.filter(function (t) { return t; }).map(ms).filter(isFinite).sort(function (a, b) { return a - b; });
+    axis = {range: null, breaks: [], skipped: [], ticks: null};
+    if (!xs.length) return;
+    var pad = (DATA.bucket_hours || 1) * HOUR;  // a bar is a bucket wide: keep the whole bar
+    axis.range = [text(xs[0] - pad), text(xs[xs.length - 1] + pad)];
+    var segments = [[xs[0] - pad, null]];
+    for (var i = 1; i < xs.length; i++) {
+      if (xs[i] - xs[i - 1] > GAP) {
+        axis.breaks.push({bounds: [text(xs[i - 1] + pad), text(xs[i] - pad)]});
+        axis.skipped.push(text(xs[i - 1]).slice(0, 10) + " → " + text(xs[i]).slice(0, 10));
+        segments[segments.length - 1][1] = xs[i - 1] + pad;
+        segments.push([xs[i] - pad, null]);
+      }
+    }
+    segments[segments.length - 1][1] = xs[xs.length - 1] + pad;
+    // the ticks are set here, about 8 over what is shown: plotly's automatic ones span the
+    // breaks too (a tick a year for venues years apart), and on a chart of a few bars they
+    // sit on the bars only; set here, every time chart of the page has the same ticks
+    axis.ticks = ticksOver(segments);
+  }
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  function ticksOver(segments) {
+    var shown = segments.reduce(function (a, s) { return a + s[1] - s[0]; }, 0);
+    var steps = [1, 2, 3, 6, 12, 24, 48, 96, 168, 336, 720, 2160, 8760];
+    var step = steps[steps.length - 1] * HOUR;
+    for (var i = 0; i < steps.length; i++) {
+      if (shown / (steps[i] * HOUR) <= 8) { step = steps[i] * HOUR; break; }
+    }
+    var vals = [], labels = [], lastDay = null, before = 0, lastPos = -Infinity;
+    segments.forEach(function (s) {
+      for (var t = Math.ceil(s[0] / step) * step; t <= s[1]; t += step) {
+        var pos = before + t - s[0];  // where the tick is drawn, in shown time
+        if (pos - lastPos < 0.7 * step) continue;  // too close to the last segment's last tick
+        lastPos = pos;
+        var d = new Date(t), day = MONTHS[d.getUTCMonth()] + " " + d.getUTCDate() + ", " + d.getUTCFullYear();
+        var hm = ("0" + d.getUTCHours()).slice(-2) + ":" + ("0" + d.getUTCMinutes()).slice(-2);
+        var label = step >= 24 * HOUR ? day : (day !== lastDay ? hm + "<br>" + day : hm);
+        lastDay = day;
+        vals.push(text(t));
+        labels.push(label);
+      }
+      before += s[1] - s[0];
+    });
+    return {vals: vals, labels: labels};
+  }
+  // a line trace cut where the axis breaks: a line across the break would invent a trend
+  function cut(x) {
+    var keys = Array.prototype.slice.call(arguments, 1);
+    var out = {x: []};
+    keys.forEach(function (k) { out[k[0]] = []; });
+    for (var i = 0; i < x.length; i++) {
+      if (i > 0 && ms(x[i]) - ms(x[i - 1]) > GAP) {
+        out.x.push(text((ms(x[i]) + ms(x[i - 1])) / 2));
+        keys.forEach(function (k) { out[k[0]].push(null); });
+      }
+      out.x.push(x[i]);
+      keys.forEach(function (k) { out[k[0]].push(k[1][i]); });
+    }
+    return out;
+  }
+  // the break as a dashed line, so a reader sees where the axis jumps
+  function breakLines() {
+    return axis.breaks.map(function (b) {
+      return {type: "line", xref: "x", yref: "paper", x0: b.bounds[0], x1: b.bounds[0], y0: 0, y1: 1,
+              line: {color: "#9ca3af", width: 1.5, dash: "dash"}};
+    });
+  }
+  function timeX() {
+    var x = {type: "date", range: axis.range, autorange: !axis.range, rangebreaks: axis.breaks,
+             gridcolor: "#f0f1f3", linecolor: "#d1d5db", title: {text: ""}};
+    if (axis.ticks) {
+      x.tickmode = "array";
+      x.tickvals = axis.ticks.vals;
+      x.ticktext = axis.ticks.labels;
+      x.tickangle = 0;
+    }
+    return x;
+  }
+  // a bar covers its bucket [t, t + bucket), as the hour it sums, not a bucket centred on t
+  function barsOverBuckets(trace) {
+    var w = (DATA.bucket_hours || 1) * HOUR;
+    trace.width = trace.x.map(function () { return 0.9 * w; });
+    trace.offset = 0.05 * w;
+    return trace;
   }
   function per(chart) {
     var c = (DATA.charts || {})[chart] || {};
@@ -575,12 +700,15 @@ var CONFIG = {{CONFIG}};
   function drawOI() {
     var d = per("oi");
     if (!d) return draw("oi", null);
+    var c = cut(d.t, ["long", d.long], ["short", d.short]);
     draw("oi", [
-      {x: d.t, y: d.long, name: "long OI", type: "scatter", mode: "lines", line: {color: LONG, width: 2, shape: "hv"},
+      {x: c.x, y: c.long, name: "long OI", type: "scatter", mode: "lines", line: {color: LONG, width: 2, shape: "hv"},
        fill: "tozeroy", fillcolor: "rgba(22,163,74,0.10)", hovertemplate: "%{y:$,.0f}"},
-      {x: d.t, y: d.short, name: "short OI", type: "scatter", mode: "lines", line: {color: SHORT, width: 2, shape: "hv"},
+      {x: c.x, y: c.short, name: "short OI", type: "scatter", mode: "lines", line: {color: SHORT, width: 2, shape: "hv"},
        fill: "tozeroy", fillcolor: "rgba(220,38,38,0.08)", hovertemplate: "%{y:$,.0f}"}
     ], base({}));
+    setNote("oi", axis.skipped.length ? "time axis skips " + axis.skipped.join(", ") +
+            " (dashed line): nothing of this selection was indexed then" : "");
   }
   function drawSkew() {
     var d = per("skew");
@@ -591,15 +719,16 @@ var CONFIG = {{CONFIG}};
               fillcolor: e.side === "long" ? "rgba(22,163,74,0.13)" : "rgba(220,38,38,0.13)",
               line: {width: 0}, layer: "below"};
     });
-    var colors = d.skew.map(function (v) { return v === null ? GREY : (v >= 0 ? LONG : SHORT); });
+    var c = cut(d.t, ["skew", d.skew]);
+    var colors = c.skew.map(function (v) { return v === null ? GREY : (v >= 0 ? LONG : SHORT); });
     draw("skew", [
-      {x: d.t, y: d.skew, name: "skew (long − short) / total", type: "scatter", mode: "lines+markers",
+      {x: c.x, y: c.skew, name: "skew (long − short) / total", type: "scatter", mode: "lines+markers",
        line: {color: ACCENT, width: 1.6}, marker: {size: 4, color: colors}, hovertemplate: "%{y:+.1%}"},
       {x: [null], y: [null], name: "long imbalance", type: "scatter", mode: "markers",
        marker: {symbol: "square", size: 12, color: "rgba(22,163,74,0.35)"}, hoverinfo: "skip"},
       {x: [null], y: [null], name: "short imbalance", type: "scatter", mode: "markers",
        marker: {symbol: "square", size: 12, color: "rgba(220,38,38,0.35)"}, hoverinfo: "skip"}
-    ], base({shapes: shapes, yaxis: {tickprefix: "", tickformat: "+.0%", range: [-1.05, 1.05], zeroline: true}}));
+    ], base({shapes: shapes.concat(breakLines()), yaxis: {tickprefix: "", tickformat: "+.0%", range: [-1.05, 1.05], zeroline: true}}));
     var note = (d.episodes || []).length + " imbalance episode(s) shaded";
     setNote("skew", note);
   }
@@ -608,11 +737,12 @@ var CONFIG = {{CONFIG}};
     if (!d) return draw("funding", null, null,
                         "no funding rows for this selection (see docs/report.md)");
     var kind = d.kind ? " (" + d.kind + ")" : "";
+    var c = cut(d.t, ["long", d.long], ["short", d.short]);
     draw("funding", [
-      {x: d.t, y: d.long, name: "longs pay" + kind, type: "scatter", mode: "lines",
-       line: {color: LONG, width: 2, shape: "hv"}, connectgaps: true, hovertemplate: "%{y:.2%}"},
-      {x: d.t, y: d.short, name: "shorts pay" + kind, type: "scatter", mode: "lines",
-       line: {color: SHORT, width: 2, shape: "hv", dash: "dot"}, connectgaps: true, hovertemplate: "%{y:.2%}"}
+      {x: c.x, y: c.long, name: "longs pay" + kind, type: "scatter", mode: "lines",
+       line: {color: LONG, width: 2, shape: "hv"}, hovertemplate: "%{y:.2%}"},
+      {x: c.x, y: c.short, name: "shorts pay" + kind, type: "scatter", mode: "lines",
+       line: {color: SHORT, width: 2, shape: "hv", dash: "dot"}, hovertemplate: "%{y:.2%}"}
     ], base({yaxis: {tickprefix: "", tickformat: ".1%", title: {text: "APR", font: {size: 11, color: GREY}}}}));
   }
   function drawLiqMap() {
@@ -626,28 +756,48 @@ var CONFIG = {{CONFIG}};
        hovertemplate: "price %{x}%: %{y:$,.0f}<extra>longs</extra>"},
       {x: d.move, y: d.short, name: "shorts liquidated by a rise", type: "bar", marker: {color: SHORT},
        hovertemplate: "price +%{x}%: %{y:$,.0f}<extra>shorts</extra>"}
-    ], base({bargap: 0.08, hovermode: "closest",
-             xaxis: {type: "linear", ticksuffix: "%", title: {text: "price move from the mark (cumulative)", font: {size: 11, color: GREY}}}}));
+    ], base({bargap: 0.08, hovermode: "closest", shapes: [],
+             xaxis: {type: "linear", gridcolor: "#f0f1f3", linecolor: "#d1d5db", ticksuffix: "%", title: {text: "price move from the mark (cumulative)", font: {size: 11, color: GREY}}}}));
     setNote("liqmap", d.unpriced > 0 ? usd(d.unpriced) + " open OI without a liquidation price is left out" : "");
   }
   function drawLiquidations() {
     var d = per("liquidations");
     if (!d) return draw("liquidations", null, null, "no liquidations for this selection");
     draw("liquidations", [
-      {x: d.t, y: d.long, name: "longs liquidated", type: "bar", marker: {color: LONG}, hovertemplate: "%{y:$,.0f}"},
-      {x: d.t, y: d.short, name: "shorts liquidated", type: "bar", marker: {color: SHORT}, hovertemplate: "%{y:$,.0f}"}
+      barsOverBuckets({x: d.t, y: d.long, name: "longs liquidated", type: "bar", marker: {color: LONG}, hovertemplate: "%{y:$,.0f}"}),
+      barsOverBuckets({x: d.t, y: d.short, name: "shorts liquidated", type: "bar", marker: {color: SHORT}, hovertemplate: "%{y:$,.0f}"})
     ], base({barmode: "stack", legend: {traceorder: "normal"}}));
     var n = d.count.reduce(function (a, b) { return a + (b || 0); }, 0);
     setNote("liquidations", n + " liquidation(s), " + (DATA.bucket_hours || 1) + " h per bar");
   }
+  // the OI regime of each hour (oi_regimes_hourly): what moved OI with price
+  var REGIMES = [["new_longs", "new longs (OI ↑, price ↑)", "rgba(22,163,74,0.7)"],
+                 ["new_shorts", "new shorts (OI ↑, price ↓)", "rgba(220,38,38,0.7)"],
+                 ["short_covering", "short covering (OI ↓, price ↑)", "rgba(134,239,172,0.95)"],
+                 ["long_unwinding", "long unwinding (OI ↓, price ↓)", "rgba(252,165,165,0.95)"],
+                 ["flat", "flat", "rgba(37,99,235,0.45)"]];
   function drawVolume() {
     var d = per("volume");
     if (!d) return draw("volume", null);
-    draw("volume", [
-      {x: d.t, y: d.volume, name: "volume", type: "bar", marker: {color: "rgba(37,99,235,0.55)"}, hovertemplate: "%{y:$,.0f}"},
-      {x: d.t, y: d.oi_change, name: "OI change", type: "scatter", mode: "lines+markers",
-       line: {color: "#f59e0b", width: 1.8}, marker: {size: 4}, hovertemplate: "%{y:$,.0f}"}
-    ], base({}));
+    var traces = [];
+    var hasRegime = d.regime.some(function (r) { return r; });
+    var groups = hasRegime ? REGIMES : [[null, "volume", "rgba(37,99,235,0.55)"]];
+    groups.forEach(function (g) {
+      var x = [], y = [];
+      for (var i = 0; i < d.t.length; i++) {
+        var r = d.regime[i] || "flat";
+        if (d.volume[i] > 0 && (g[0] === null || r === g[0])) { x.push(d.t[i]); y.push(d.volume[i]); }
+      }
+      if (x.length) traces.push(barsOverBuckets({x: x, y: y, name: g[1], type: "bar", marker: {color: g[2]},
+                                                 hovertemplate: "%{y:$,.0f}"}));
+    });
+    var c = cut(d.t, ["oi_change", d.oi_change]);
+    traces.push({x: c.x, y: c.oi_change, name: "OI change", type: "scatter", mode: "lines",
+                 line: {color: "#111827", width: 1.6, shape: "hv"}, hovertemplate: "%{y:$,.0f}"});
+    draw("volume", traces, base({barmode: "overlay", bargap: 0, legend: {orientation: "h", x: 0, y: 1.2, font: {size: 10.5}}}));
+    var trades = d.trades.reduce(function (a, b) { return a + (b || 0); }, 0);
+    setNote("volume", trades + " trade(s); bars coloured by the hour's OI regime" +
+            (hasRegime ? "" : " (not shown: several hours per bar)"));
   }
   function drawConcentration() {
     var d = per("concentration");
@@ -670,8 +820,9 @@ var CONFIG = {{CONFIG}};
        marker: {color: LONG}, hovertemplate: "%{x:$,.0f}"},
       {y: acct, x: d.short.slice().reverse(), name: "short", type: "bar", orientation: "h",
        marker: {color: SHORT}, hovertemplate: "%{x:$,.0f}"}
-    ], base({barmode: "stack", hovermode: "y unified", legend: {traceorder: "normal"}, margin: {l: 110, r: 18, t: 8, b: 36},
-             xaxis: {type: "linear", tickprefix: "$", exponentformat: "B", title: {text: ""}},
+    ], base({barmode: "stack", hovermode: "y unified", shapes: [], legend: {traceorder: "normal"}, margin: {l: 110, r: 18, t: 8, b: 36},
+             xaxis: {type: "linear", gridcolor: "#f0f1f3", linecolor: "#d1d5db", tickprefix: "$", exponentformat: "B",
+                     separatethousands: true, title: {text: ""}},
              yaxis: {tickprefix: "", type: "category",
                      tickfont: {family: "ui-monospace, Menlo, monospace", size: 11}}}));
   }
@@ -715,9 +866,10 @@ var CONFIG = {{CONFIG}};
              (s.first_time ? ", " + esc(s.first_time) + " → " + esc(s.last_time) + " UTC" : "") +
              ", " + esc(s.changes) + " position changes";
     });
+    // one line per source: what is indexed, then when the page's data was read
     document.getElementById("meta").innerHTML =
-      (parts.length ? parts.join(" · ") : "nothing indexed yet") +
-      " · generated " + esc(DATA.generated_at || "") + " UTC";
+      (parts.length ? parts : ["nothing indexed yet"]).map(function (p) { return "<div>" + p + "</div>"; }).join("") +
+      "<div>data read " + esc(DATA.generated_at || "") + " UTC · amounts in USD, times in UTC</div>";
     var errs = DATA.errors || {};
     var keys = Object.keys(errs);
     var box = document.getElementById("errors");
@@ -760,10 +912,11 @@ var CONFIG = {{CONFIG}};
     header();
     selector();
     kpi();
+    timeAxis();
     var steps = [drawOI, drawSkew, drawFunding, drawLiqMap, drawLiquidations, drawVolume,
                  drawConcentration, drawWallets, drawWalletTable];
     steps.forEach(function (f) {
-      try { f(); } catch (e) { console.error("chart failed: " + (e && e.stack || e)); }
+      try { f(); } catch (e) { console.error(f.name + " failed: " + (e && e.stack || e)); }
     });
     document.body.dataset.charts = JSON.stringify(drawn);
     document.body.dataset.errors = JSON.stringify(window.__reportErrors);
