@@ -221,8 +221,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             logger.info("sync started: %s", ", ".join(
                 f"{s.source.name} on {s.source.chain.name} via "
                 f"{chains[s.source.chain.name].rpc.endpoint}" for s in states))
-            sync(states, chains, store, args.until, args.once, cfg.file, stop, lambda: None,
-                 on_range, on_idle=after_pass, observer=metrics)
+            sync(states, chains, store, args.until, args.once, cfg.file, stop, on_range,
+                 on_idle=after_pass, observer=metrics)
         imbalances.wait_sent()
     finally:
         _stop_serving(server)

@@ -122,10 +122,10 @@ def sync_once(state: ScanState, chain: EvmChain, store: Store, until: int | None
 
 
 def sync(states: list[ScanState], chains: dict[str, EvmChain], store: Store, until: int | None,
-         once: bool, file: str, stop: threading.Event, snapshot: Callable[[], None],
-         on_range: OnRange | None = None, on_idle: Callable[[], object] | None = None,
+         once: bool, file: str, stop: threading.Event, on_range: OnRange | None = None,
+         on_idle: Callable[[], object] | None = None,
          observer: Observer | None = None) -> None:
-    """The daemon loop: catch up every source, publish a snapshot, wait for new blocks.
+    """The daemon loop: catch up every source, run ``on_idle``, wait for new blocks.
 
     What cannot be written now is retried, never skipped: a node behind us (BlockMissing) or a
     chain moving during a pass (ChainMoved) waits for the next poll; all endpoints down
@@ -191,7 +191,6 @@ def sync(states: list[ScanState], chains: dict[str, EvmChain], store: Store, unt
                     problem(state, "error", e)
                     down = True
                     break
-        snapshot()
         if on_idle:
             on_idle()
         if once or (until is not None and len(reached) == len(states)

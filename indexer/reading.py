@@ -18,7 +18,6 @@ from indexer.client import Connection, QueryError
 from indexer.errors import StoreError
 from indexer.store import Limits, ReadOnlyQueries, Store, result_table
 
-
 #: Seconds a query of a reading command may run on the file itself (no daemon to share with).
 LOCAL_TIMEOUT = 24 * 3600.0
 

@@ -4,15 +4,21 @@ figures look like a market: plausible sizes, open interest and wallets, never ne
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from decimal import Decimal
 
 import pytest
 from rich.console import Console
 
+from indexer.client import QueryError, connect
 from indexer.devnet.demo import render
 from indexer.store import Store
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.anvil
 
@@ -102,3 +108,41 @@ def test_demo_runs_and_indexes(tmp_path, monkeypatch):
     # --no-ui log lines name the protocol of each indexed range
     ranges = [m for m in log.lines if re.fullmatch(r"\w+ blocks \d+-\d+: \d+ logs, \d+ changes", m)]
     assert {m.split()[0] for m in ranges} == set(SOURCES), log.lines[:5]
+
+
+def test_a_running_demo_is_queried_from_the_cli_and_python(tmp_path, monkeypatch, capsys):
+    """As the README says: while the demo runs, another shell queries it (`--demo`), asks its
+    status, and a notebook reads it as a DataFrame; all through the demo's query service."""
+    db = tmp_path / "demo.duckdb"
+    monkeypatch.setenv("DEMO_DATABASE", str(db))
+    demo = subprocess.Popen([sys.executable, "-m", "indexer", "demo", "--no-ui", "--duration",
+                             "60", "--traders", "8"], cwd=tmp_path, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        db_client = connect()  # the demo's port, as the README's snippet
+        deadline = time.monotonic() + 90
+        changes = 0
+        while changes == 0 and time.monotonic() < deadline:
+            assert demo.poll() is None, demo.communicate()[0]
+            try:
+                (changes,), = db_client.sql("SELECT count(*) FROM position_changes").fetchall()
+            except QueryError:
+                pass
+            time.sleep(0.5)
+        assert changes > 0
+        frame = db_client.sql("SELECT protocol, total_oi_usd FROM open_interest").df()
+        assert len(frame) > 0 and set(frame["protocol"]) <= set(PROTOCOLS)
+        capsys.readouterr()
+        assert run_cli("query", "--demo", "SELECT count(*) AS n FROM positions",
+                       "--format", "csv") == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == "n" and int(out[1]) > 0
+        assert run_cli("status", "--demo") == 0
+        status = capsys.readouterr().out
+        assert "gmx_v1_devnet" in status and "not running" not in status
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, out[-3000:]
+    assert "Traceback" not in out

@@ -216,8 +216,8 @@ def test_reorg_inside_a_range_being_fetched(tmp_path, gmx_v1_chain, capsys):
     rpc.fetch_logs = fetch_logs
     store = Store(cfg.database)
     try:
-        sync([state], {"dev": EvmChain(state.source.chain, rpc)}, store, None, True, str(cfg_path), threading.Event(),
-             lambda: None)
+        sync([state], {"dev": EvmChain(state.source.chain, rpc)}, store, None, True,
+             str(cfg_path), threading.Event())
     finally:
         store.close()
         rpc.close()

@@ -37,7 +37,10 @@ from indexer.devnet.simulator_v2 import MARKETS, SimulatorV2, deploy_exchange, m
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import ScanState, build_source
 from indexer.errors import FatalError
+from indexer.metrics import Metrics
 from indexer.rpc import Rpc
+from indexer.service import open_service
+from indexer.service import stop as stop_service
 from indexer.store import Store
 
 logger = logging.getLogger(__name__)
@@ -378,6 +381,16 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
                 logger.info("%s blocks %d-%d: %d logs, %d changes", state.source.config.name,
                             r.lo, r.hi, r.log_count, r.written)
 
+        metrics = Metrics({s.source.name: s.source.chain.name for s in states},
+                          stale_after=120.0)
+        server = None
+        try:
+            server = open_service(store, metrics, cfg.file, cfg.metrics_host, cfg.metrics_port)
+        except OSError as e:
+            logger.warning("the demo's query service cannot listen on %s:%d (%s): other shells "
+                           "cannot query it while it runs", cfg.metrics_host, cfg.metrics_port,
+                           e.strerror)
+
         def on_idle() -> None:
             if live is not None:
                 live.update(render(store, chain.rpc.fetch_head(),
@@ -385,15 +398,16 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
             if duration is not None and time.monotonic() - started > duration:
                 stop.set()
 
-        logger.info("demo: anvil at %s, test contracts %s, database %s (query it from another "
-                    "shell with `DEMO_DATABASE=%s perp-indexer query --config %s \"select * from "
-                    "open_interest\"`)", anvil.url, deployed, cfg.database, cfg.database,
-                    DEMO_CONFIG)
+        logger.info("demo: anvil at %s, database %s; from another shell: `perp-indexer query "
+                    "--demo \"select * from open_interest\"`, `perp-indexer status --demo`, or "
+                    "in Python `indexer.client.connect().sql(...)`; live charts at "
+                    "http://%s:%d/report", anvil.url, cfg.database, cfg.metrics_host,
+                    cfg.metrics_port)
         try:
             if live is not None:
                 live.start()
-            sync(states, {chain.name: chain}, store, None, False, cfg.file, stop,
-                 lambda: None, on_range, on_idle)
+            sync(states, {chain.name: chain}, store, None, False, cfg.file, stop, on_range,
+                 on_idle, observer=metrics)
         except KeyboardInterrupt:
             stop.set()
         finally:
@@ -401,6 +415,8 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
                 live.stop()
             stop.set()
             trader.join(timeout=30)
+            if server is not None:
+                stop_service(server)
             _, oi = store.query("SELECT count(*) FROM positions WHERE status = 'open'")
             logger.info("demo stopped: %d open positions indexed; the database stays at %s",
                         oi[0][0], cfg.database)
