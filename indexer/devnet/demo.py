@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -403,6 +404,16 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
                     "in Python `indexer.client.connect().sql(...)`; live charts at "
                     "http://%s:%d/report", anvil.url, cfg.database, cfg.metrics_host,
                     cfg.metrics_port)
+        def on_signal(signum: int, _frame: Any) -> None:
+            # a first Ctrl-C stops after the current range: raised inside a DuckDB statement,
+            # KeyboardInterrupt would abort its COMMIT ("Query interrupted", a traceback)
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+
+        main = threading.current_thread() is threading.main_thread()
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if main else {}
         try:
             if live is not None:
                 live.start()
@@ -411,6 +422,8 @@ def _run(store: Store, duration: float | None, traders: int, headless: bool) -> 
         except KeyboardInterrupt:
             stop.set()
         finally:
+            for s, h in old.items():
+                signal.signal(s, h)
             if live is not None:
                 live.stop()
             stop.set()

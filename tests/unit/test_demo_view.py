@@ -16,6 +16,8 @@ from indexer.devnet.simulator_perp import base_address
 from indexer.devnet.simulator_v2 import market_address
 from indexer.store import RangeRows, Store
 
+pytestmark = pytest.mark.unit
+
 USD = 10**30  # the rows' usd_decimals
 COLUMNS = ("block_number", "block_time", "tx_hash", "log_index", "position_key", "account",
            "market", "collateral_token", "is_long", "kind", "size_delta", "collateral_delta",
