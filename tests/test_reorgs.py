@@ -208,9 +208,12 @@ def test_reorg_inside_a_range_being_fetched(tmp_path, gmx_v1_chain, capsys):
     fired = []
 
     def fetch_logs(addresses, topics, lo, hi, max_bytes=None):
-        if not fired and lo > anvil.rpc.fetch_head() - 15:
+        head = anvil.rpc.fetch_head()
+        if not fired and lo > head - 15:
             fired.append((lo, hi))
-            anvil.rpc.call("anvil_reorg", [10, []])  # after headers, before logs
+            # after headers, before logs; deep enough to replace 5 blocks already stored,
+            # whatever the ranges' alignment
+            anvil.rpc.call("anvil_reorg", [head - lo + 6, []])
         return real(addresses, topics, lo, hi, max_bytes)
 
     rpc.fetch_logs = fetch_logs

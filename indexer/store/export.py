@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -201,11 +200,12 @@ def _export_table(run: RunArrow, out: Path, spec: _Spec, parts: dict[str, Any],
         table = run(_rows_query(spec, [current[p][0] for p in batch]))
         for values, rows in _split(table, spec.keys):
             path = _path(spec.keys, values)
-            hashes = rows.column(_HASH).to_numpy(zero_copy_only=False).astype(np.uint64)
+            # Python ints: exact, as DuckDB's sum(hash) (a HUGEINT)
+            fingerprint = sum(rows.column(_HASH).to_pylist())
             data = rows.drop_columns([*spec.keys, _HASH])
             _write_atomic(base / path / FILE, data)
             folders.add(base / path)
-            parts[path] = {"rows": data.num_rows, "fingerprint": str(_sum_u64(hashes)),
+            parts[path] = {"rows": data.num_rows, "fingerprint": str(fingerprint),
                            "written_at": _now()}
             result.written += 1
             result.rows += data.num_rows
@@ -263,15 +263,6 @@ def _split(table: pa.Table, keys: tuple[str, ...]) -> Iterable[tuple[tuple[Any, 
         first = table.slice(start, 1).select(list(keys)).to_pylist()[0]
         yield tuple(first[k] for k in keys), table.slice(start, end - start)
         start = end
-
-
-def _sum_u64(hashes: np.ndarray) -> int:
-    """The exact sum of unsigned 64-bit hashes (DuckDB's sum(hash) is a HUGEINT)."""
-    if len(hashes) == 0:
-        return 0
-    low = int((hashes & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
-    high = int((hashes >> np.uint64(32)).sum(dtype=np.uint64))
-    return (high << 32) + low
 
 
 # --- paths and files --------------------------------------------------------------------------
