@@ -129,18 +129,27 @@ class ReadOnlyQueries:
         # cursors are made from a connection of our own: the writer's is busy in its thread
         self._root = con.cursor()
         self._make = threading.Lock()
+        #: cursors running a query; close() interrupts them and waits for them to end
+        self._active: set[duckdb.DuckDBPyConnection] = set()
+        self._idle = threading.Condition(self._make)
+        self._closing = False
         self.limits = limits
         if lock:
             lock_down(self._root)
 
-    def close(self) -> None:
-        """Close the cursors' parent; queries still running end with an error (the process is
-        stopping). Waits for a cursor being made, never for a query."""
-        with self._make:
+    def close(self, wait: float = 10.0) -> None:
+        """Stop: refuse new queries, interrupt running ones, wait for them to let go of their
+        cursors (up to ``wait`` seconds), then close. The writer's connection can be closed
+        only after this: DuckDB refuses to close a connection whose cursor is busy."""
+        with self._idle:
+            self._closing = True
+            for cur in self._active:
+                cur.interrupt()
+            self._idle.wait_for(lambda: not self._active, timeout=wait)
             try:
                 self._root.close()
-            except duckdb.Error as e:  # a query thread holds it: it goes with the process
-                logger.debug("query connection left open at stop: %s", e)
+            except duckdb.Error as e:
+                logger.warning("a query did not stop in %.0f s: %s", wait, e)
 
     def check(self, sql: str) -> tuple[str, str]:
         with self._make:
@@ -162,7 +171,10 @@ class ReadOnlyQueries:
         limit = cap if max_rows is None else max(0, min(max_rows, cap))
         seconds = self.limits.timeout if timeout is None else min(timeout, self.limits.timeout)
         with self._make:
+            if self._closing:
+                raise QueryRefused("the service is stopping")
             cur = self._root.cursor()
+            self._active.add(cur)
         timed_out = threading.Event()
 
         def interrupt() -> None:
@@ -210,6 +222,9 @@ class ReadOnlyQueries:
             except duckdb.Error:
                 pass  # the transaction already ended with its error
             cur.close()
+            with self._idle:
+                self._active.discard(cur)
+                self._idle.notify_all()
 
 
 def _first_line(error: BaseException) -> str:
