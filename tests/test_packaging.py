@@ -110,7 +110,7 @@ def test_a_plain_install_runs_the_demo_and_loads_every_config_outside_the_repo(t
 
     run([cli, "demo", "--duration", "10", "--no-ui", "--traders", "12"], work, env, 300)
     assert db.is_file()
-    out = run([cli, "query", "--config", probe["demo_config"], "--format", "json",
+    out = run([cli, "query", "--config", probe["demo_config"], "--format", "jsonl",
                "SELECT protocol, count(*) AS n FROM position_changes GROUP BY ALL"], work,
               with_db, 120)
     counts = {r["protocol"]: r["n"] for r in map(json.loads, out.splitlines())}
