@@ -131,6 +131,15 @@ class TradingLoop:
     #: transaction hashes of successful liquidations (where the simulator records them)
     liquidations: list[str] = field(default_factory=list, kw_only=True)
 
+    def _open_ids(self) -> list[Any]:
+        """The positions open now (each simulator reads its contract)."""
+        raise NotImplementedError(f"{type(self).__name__} lists no open positions")
+
+    def _pick_open(self) -> Any | None:
+        """A random open position, or None when there is none."""
+        ids = self._open_ids()
+        return self.rng.choice(ids) if ids else None
+
     def __post_init__(self) -> None:
         accounts: list[str] = self.accounts  # type: ignore[attr-defined]
         self.rng = random.Random(self.seed)
@@ -315,10 +324,9 @@ class Simulator(TradingLoop):
     def decrease(self, full: bool = False, collateral_only: bool = False,
                  pid: PositionId | None = None) -> None:
         if pid is None:
-            ids = self._open_ids()
-            if not ids:
+            pid = self._pick_open()
+            if pid is None:
                 return
-            pid = self.rng.choice(ids)
         size, collateral = self.position(pid)[:2]
         if full:
             size_delta, coll_delta = size, 0

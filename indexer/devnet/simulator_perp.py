@@ -153,10 +153,9 @@ class SimulatorPerp(TradingLoop):
     def decrease(self, full: bool = False, collateral_only: bool = False,
                  pid: PositionId | None = None) -> None:
         if pid is None:
-            ids = self._open_ids()
-            if not ids:
+            pid = self._pick_open()
+            if pid is None:
                 return
-            pid = self.rng.choice(ids)
         size = self._size(pid)
         if collateral_only:  # a flip: trade past zero to the other side
             delta = -size - size * self.rng.randint(10, 80) // 100

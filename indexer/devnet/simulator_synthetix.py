@@ -193,10 +193,9 @@ class SimulatorSynthetix(TradingLoop):
     def decrease(self, full: bool = False, collateral_only: bool = False,
                  pid: PositionId | None = None) -> None:
         if pid is None:
-            ids = self._open_ids()
-            if not ids:
+            pid = self._pick_open()
+            if pid is None:
                 return
-            pid = self.rng.choice(ids)
         market, wallet = pid
         _, _, margin, _, size = self.positions([pid])[0]
         if full:

@@ -165,10 +165,9 @@ class SimulatorV2(TradingLoop):
     def decrease(self, full: bool = False, collateral_only: bool = False,
                  pid: PositionId | None = None) -> None:
         if pid is None:
-            ids = self._open_ids()
-            if not ids:
+            pid = self._pick_open()
+            if pid is None:
                 return
-            pid = self.rng.choice(ids)
         (p,) = self.positions([pid])
         size, collateral = p[4], p[6]
         value = self._collateral_usd(pid, collateral)
