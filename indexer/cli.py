@@ -46,7 +46,7 @@ from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, r
 from indexer.metrics import Metrics
 from indexer.reading import Reader, open_reader
 from indexer.reorg import ReorgTooDeep
-from indexer.results import TEXT_FORMATS, text, write_rows
+from indexer.results import TEXT_FORMATS, arrow_rows, text, write_rows
 from indexer.rpc import Rpc
 from indexer.service import open_service
 from indexer.service import stop as stop_service
@@ -263,8 +263,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         write_parquet(table, args.out)
         err.print(f"{table.num_rows} rows written to {args.out}")
         return 0
-    columns = [c.to_pylist() for c in table.columns]
-    rows = zip(*columns, strict=True)
+    rows = arrow_rows(table)
     if args.out:
         with open(args.out, "w", newline="") as f:
             write_rows(list(table.column_names), rows, args.format, f)

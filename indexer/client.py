@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer.errors import IndexerError
+from indexer.results import arrow_rows
 from indexer.store import read_arrow_stream
 
 #: The daemon's default address (the config's ``metrics_host``/``metrics_port``).
@@ -64,8 +65,7 @@ class Answer:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         """Rows as tuples of Python values (Decimal for amounts)."""
-        columns = [c.to_pylist() for c in self._table.columns]
-        return list(zip(*columns, strict=True))
+        return arrow_rows(self._table)
 
     def __len__(self) -> int:
         return int(self._table.num_rows)

@@ -16,6 +16,7 @@ from typing import Any
 
 from indexer.client import Connection, QueryError
 from indexer.errors import StoreError
+from indexer.results import arrow_rows
 from indexer.store import Limits, ReadOnlyQueries, Store, result_table
 
 #: Seconds a query of a reading command may run on the file itself (no daemon to share with).
@@ -40,8 +41,7 @@ class Reader:
 
     def rows(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         table = self.arrow(sql)
-        columns = [c.to_pylist() for c in table.columns]
-        return list(table.column_names), list(zip(*columns, strict=True))
+        return list(table.column_names), arrow_rows(table)
 
 
 @contextmanager

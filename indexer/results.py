@@ -20,6 +20,12 @@ from rich.table import Table
 TEXT_FORMATS = ("table", "csv", "json", "jsonl")
 
 
+def arrow_rows(table: Any) -> list[tuple[Any, ...]]:
+    """The rows of an Arrow table as tuples of Python values (Decimal for exact amounts)."""
+    columns = [c.to_pylist() for c in table.columns]
+    return list(zip(*columns, strict=True))
+
+
 def text(value: Any) -> str:
     """A value as CSV and tables show it: exact decimals without trailing zeros, '' for NULL."""
     if value is None:
