@@ -53,4 +53,4 @@ def canonical(name: str | None, scheme: str = "token") -> str | None:
 #: How each adapter's market ids are named: the scheme of :func:`canonical` for the market's
 #: symbol (for token-keyed markets, the index token's ``symbol()``).
 SCHEMES = {"gmx_v1": "token", "gmx_v2": "token", "synthetix_perps_v2": "synthetix",
-           "perp_v2": "perp_v2", "gtrade": "pair"}
+           "perp_v2": "perp_v2", "gtrade": "pair", "dydx_v4": "pair"}

@@ -8,10 +8,8 @@ import threading
 from collections.abc import Callable
 from contextlib import closing
 
-from indexer.chains.evm import EvmChain
+from indexer.chains import Chain
 from indexer.engine.commit import CommitQueue
-from indexer.engine.fetch import fetch_ahead
-from indexer.engine.prepare import prepare
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import ScanState
 from indexer.errors import ConfigError
@@ -49,7 +47,7 @@ def resume_point(state: ScanState, store: Store, from_block: int | None, file: s
     return from_block, cp.start_block
 
 
-def run_ranges(state: ScanState, chain: EvmChain, store: Store, lo: int, hi: int,
+def run_ranges(state: ScanState, chain: Chain, store: Store, lo: int, hi: int,
                start_block: int, stop: threading.Event, on_range: OnRange | None = None) -> int:
     """Index [lo, hi] range by range, committing in order, while the next ranges are fetched
     (threads, see :func:`fetch_ahead`) and, unless the adapter reads prior state, while the
@@ -64,20 +62,20 @@ def run_ranges(state: ScanState, chain: EvmChain, store: Store, lo: int, hi: int
         if on_range:
             on_range(state, r)
 
-    with closing(fetch_ahead(state, chain.rpc, lo, hi, stop)) as ranges, \
+    with closing(chain.ranges(state, store, lo, hi, stop)) as ranges, \
             CommitQueue(store, start_block, gather, committed) as queue:
         for fetched in ranges:
             if stop.is_set():
                 break
             if in_order:  # its prior state is the previous range's commit
                 queue.wait()
-            prepared = prepare(state, chain.rpc, store, fetched)
+            prepared = chain.prepare(state, store, fetched)
             done = prepared.hi
             queue.add(prepared, now=stop.is_set())
     return done
 
 
-def backfill(state: ScanState, chain: EvmChain, store: Store, from_block: int | None,
+def backfill(state: ScanState, chain: Chain, store: Store, from_block: int | None,
              to_block: int | None, file: str, stop: threading.Event,
              on_range: OnRange | None = None,
              on_plan: Callable[[int, int], None] | None = None) -> tuple[int, int]:

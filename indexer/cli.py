@@ -36,9 +36,11 @@ from rich.table import Table
 from indexer import __version__
 from indexer.alerts import ImbalanceWatch
 from indexer.backfill import backfill
+from indexer.chains import Chain
+from indexer.chains.cometbft import CometChain
 from indexer.chains.evm import EvmChain
 from indexer.client import Connection, QueryError
-from indexer.config import UNSET_RPC, Config, load_config
+from indexer.config import UNSET_RPC, ChainConfig, Config, load_config
 from indexer.daemon import sync
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import DUCKDB_SHARE, ScanState, Tuning, build_source
@@ -86,12 +88,13 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def _chains(states: list[ScanState], tuning: Tuning) -> dict[str, EvmChain]:
-    out: dict[str, EvmChain] = {}
+def _chains(states: list[ScanState], tuning: Tuning) -> dict[str, Chain]:
+    out: dict[str, Chain] = {}
     for state in states:
         c = state.source.chain
         if c.name not in out:
-            out[c.name] = EvmChain.connect(c, tuning)
+            out[c.name] = (CometChain.connect(c, tuning) if c.kind == "cometbft"
+                           else EvmChain.connect(c, tuning))
     return out
 
 
@@ -338,7 +341,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for proto in cfg.protocols:
         chain = cfg.chains[proto.chain]
         if chain.name not in heads:
-            heads[chain.name] = _head(chain.rpc_urls)
+            heads[chain.name] = _head(chain)
         head, head_time = heads[chain.name]
         start, cp, last_error, changes, open_pos, quarantined, cp_time = stats.get(
             proto.name, (proto.start_block, None, None, 0, 0, 0, None))
@@ -369,12 +372,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _head(urls: tuple[str, ...]) -> tuple[Any, int | None]:
+def _head(chain: ChainConfig) -> tuple[Any, int | None]:
     """The node's latest block number and time, or why there is none."""
+    urls = chain.rpc_urls
     if urls[0] == UNSET_RPC:
         return "unknown (RPC variable unset)", None
     rpc = Rpc(urls, timeout=5.0, max_attempts=1)
     try:
+        if chain.kind == "cometbft":
+            return CometChain(chain, rpc, rpc).head()
         latest = rpc.fetch_tagged("latest")
         return int(latest["number"], 16), int(latest["timestamp"], 16)
     except IndexerError as e:

@@ -8,6 +8,7 @@ Unknown keys are errors.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import logging
 import os
 import re
@@ -53,8 +54,25 @@ class ChainConfig:
     #: Seconds between head polls in ``sync``.
     poll_interval: float
     #: eth_getLogs requests of one protocol in flight at once while catching up (the ranges ahead
-    #: of the one being decoded and stored).
+    #: of the one being decoded and stored); on a CometBFT chain, block batches in flight.
     requests_in_flight: int = 2
+    #: ``evm`` (eth_getLogs) or ``cometbft`` (block_results events and Cosmos REST state).
+    kind: str = "evm"
+    #: CometBFT: the network name the node reports (``dydx-mainnet-1``); checked at start-up.
+    network: str = ""
+    #: CometBFT: the chain's Cosmos REST (gRPC-gateway) endpoints for state at a height.
+    rest_urls: tuple[str, ...] = ()
+    #: CometBFT (dYdX): the first height whose state carries each perpetual's ``open_interest``
+    #: (the v5.0.0 upgrade on mainnet); below it the chain's figure is not read.
+    open_interest_from: int = 0
+
+
+def network_chain_id(network: str) -> int:
+    """The number that names a CometBFT network in the database's ``chain_id`` columns (which
+    hold EVM chain ids elsewhere): the first 6 bytes of sha256 of the network name, so the same
+    name always gives the same number and it cannot collide with a real EVM chain id in practice.
+    ``dydx-mainnet-1`` -> see ``chain_id`` in configs/dydx_v4_mainnet.yaml."""
+    return int.from_bytes(hashlib.sha256(network.encode()).digest()[:6], "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +124,13 @@ class ProtocolConfig:
     assets: dict[str, str] = field(default_factory=dict)
     #: Protocol parameters given instead of read from the chain (``maxLeverage``: raw integer).
     parameters: dict[str, int] = field(default_factory=dict)
+    #: The first block of a source without contracts (a CometBFT chain's ``start_block``).
+    first_block: int | None = None
 
     @property
     def start_block(self) -> int:
+        if self.first_block is not None:
+            return self.first_block
         return min(c.start_block for c in self.contracts)
 
 
@@ -235,18 +257,27 @@ class _Reader:
 
 _CHAIN_KEYS = ("chain_id", "rpc_url", "confirmations", "use_finalized_tag", "max_block_range",
                "request_timeout", "max_attempts", "poll_interval", "requests_in_flight")
+#: Keys of a CometBFT chain (``kind: cometbft``); the EVM-only ones are refused there.
+_COMETBFT_KEYS = ("kind", "network", "chain_id", "rpc_url", "rest_url", "max_block_range",
+                  "request_timeout", "max_attempts", "poll_interval", "requests_in_flight",
+                  "open_interest_from")
+_KINDS = ("evm", "cometbft")
 
 
-def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> ChainConfig:
-    r = _Reader(file, data, f"chains.{name}")
-    r.used.update(_CHAIN_KEYS)
-    urls_raw = r.data.get("rpc_url")  # expanded below: an unset variable may be allowed
-    if urls_raw is None:
-        raise ConfigError(file, r.key("rpc_url"), MISSING, "a value (required key)")
-    urls_list = urls_raw if isinstance(urls_raw, list) else [urls_raw]
+def _urls(file: str, r: _Reader, name: str, need_rpc: bool, required: bool = True
+          ) -> tuple[str, ...]:
+    """One URL or a list of them, environment variables expanded (an unset one is allowed when
+    the node is not needed)."""
+    r.used.add(name)
+    raw = r.data.get(name)  # expanded below: an unset variable may be allowed
+    if raw is None:
+        if not required:
+            return ()
+        raise ConfigError(file, r.key(name), MISSING, "a value (required key)")
+    items = raw if isinstance(raw, list) else [raw]
     urls = []
-    for i, u in enumerate(urls_list):
-        key = r.key("rpc_url") + (f"[{i}]" if isinstance(urls_raw, list) else "")
+    for i, u in enumerate(items):
+        key = r.key(name) + (f"[{i}]" if isinstance(raw, list) else "")
         if isinstance(u, str):
             try:
                 u = expand_env(u, file, key)
@@ -257,12 +288,24 @@ def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> Chain
                 continue
         if not isinstance(u, str) or not re.match(r"^https?://\S+$", u):
             raise ConfigError(file, key, redact_url(u) if isinstance(u, str) else u,
-                              "an http(s):// JSON-RPC URL (or a list of them)")
+                              "an http(s):// URL (or a list of them)")
         urls.append(u)
+    return tuple(urls)
+
+
+def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> ChainConfig:
+    r = _Reader(file, data, f"chains.{name}")
+    kind = r.str("kind", "evm")
+    if kind not in _KINDS:
+        raise ConfigError(file, r.key("kind"), kind, "evm or cometbft")
+    if kind == "cometbft":
+        return _load_cometbft_chain(file, name, r, need_rpc)
+    r.used.update(_CHAIN_KEYS)
+    urls = _urls(file, r, "rpc_url", need_rpc)
     cfg = ChainConfig(
         name=name,
         chain_id=r.int("chain_id", minimum=1),
-        rpc_urls=tuple(urls),
+        rpc_urls=urls,
         confirmations=r.int("confirmations", 64),
         use_finalized_tag=r.bool("use_finalized_tag", False),
         max_block_range=r.int("max_block_range", 10_000, minimum=1),
@@ -271,6 +314,37 @@ def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> Chain
         poll_interval=r.float("poll_interval", 2.0),
         requests_in_flight=r.int("requests_in_flight", 2, minimum=1),
     )
+    r.done()
+    return cfg
+
+
+def _load_cometbft_chain(file: str, name: str, r: _Reader, need_rpc: bool) -> ChainConfig:
+    """A CometBFT chain: blocks are final once committed (no confirmations, no reorg window);
+    ``max_block_range`` is the blocks one batch of block_results requests covers."""
+    evm_only = sorted(set(map(str, r.data)) - set(_COMETBFT_KEYS))
+    if evm_only and evm_only[0] in _CHAIN_KEYS:
+        raise ConfigError(file, r.key(evm_only[0]), r.data[evm_only[0]],
+                          "no such key on a CometBFT chain (blocks are final once committed)")
+    network = r.str("network", pattern=re.compile(r"^[A-Za-z0-9._-]{1,64}$"),
+                    expected="the network name the node reports, like dydx-mainnet-1")
+    rpc_urls = _urls(file, r, "rpc_url", need_rpc)
+    rest_urls = _urls(file, r, "rest_url", need_rpc)
+    derived = network_chain_id(network)
+    chain_id = r.int("chain_id", derived, minimum=1)
+    if chain_id != derived:
+        raise ConfigError(file, r.key("chain_id"), chain_id,
+                          f"{derived} (the number derived from network {network}; "
+                          "leave chain_id out)")
+    cfg = ChainConfig(
+        name=name, chain_id=chain_id, rpc_urls=rpc_urls, confirmations=0,
+        use_finalized_tag=False,
+        max_block_range=r.int("max_block_range", 100, minimum=1),
+        request_timeout=r.float("request_timeout", 30.0),
+        max_attempts=r.int("max_attempts", 5, minimum=1),
+        poll_interval=r.float("poll_interval", 1.0),
+        requests_in_flight=r.int("requests_in_flight", 4, minimum=1),
+        kind="cometbft", network=network, rest_urls=rest_urls,
+        open_interest_from=r.int("open_interest_from", 0))
     r.done()
     return cfg
 
@@ -284,7 +358,10 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
     if chain not in chains:
         raise ConfigError(file, r.key("chain"), chain,
                           "one of the chains defined under chains: " + ", ".join(chains))
-    c = _Reader(file, r.raw("contracts"), r.key("contracts"))
+    cometbft = chains[chain].kind == "cometbft"
+    # a CometBFT chain's events come from every block, not from contracts
+    c = _Reader(file, r.raw("contracts", {} if cometbft else MISSING), r.key("contracts"))
+    first_block = r.int("start_block", 1, minimum=1) if cometbft else None
     contracts = []
     for role in list(c.data):
         value = c.raw(role)
@@ -301,7 +378,7 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
                              expected="a 0x-prefixed 20-byte hex address")
             contracts.append(ContractConfig(str(role), address.lower(), cr.int("start_block")))
             cr.done()
-    if not contracts:
+    if not contracts and not cometbft:
         raise ConfigError(file, r.key("contracts"), {}, "at least one contract role")
     abi = r.str("abi_dir", None)
     abi_dir = (base / abi) if abi else default_abi_dir(adapter)
@@ -349,7 +426,7 @@ def _load_protocol(file: str, base: Path, i: int, data: Any, chains: dict[str, C
     parameters = {str(k): pr.int(str(k)) for k in list(pr.data)}
     r.done()
     return ProtocolConfig(name, adapter, chain, tuple(contracts), abi_dir.resolve(), tokens,
-                          markets, assets, parameters)
+                          markets, assets, parameters, first_block)
 
 
 def default_abi_dir(adapter: str) -> Path:

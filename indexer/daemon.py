@@ -12,13 +12,15 @@ import threading
 from collections.abc import Callable
 
 from indexer.backfill import OnRange, ensure_markets, resume_point, run_ranges
+from indexer.chains import Chain
+from indexer.chains.cometbft import CometChain
 from indexer.chains.evm import EvmChain
 from indexer.engine.commit import commit
 from indexer.engine.prepare import prepare
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import ScanState
 from indexer.engine.tip import fetch_at_tip
-from indexer.errors import BlockMissing, ChainMoved, RpcUnavailable
+from indexer.errors import BlockMissing, ChainMismatch, ChainMoved, RpcUnavailable
 from indexer.observer import Observer
 from indexer.reorg import find_ancestor
 from indexer.store import Store
@@ -67,6 +69,28 @@ def reconcile(state: ScanState, chain: EvmChain, store: Store, cp_block: int, cp
                    old_tip - ancestor, deleted)
     on_reorg(chain, old_tip - ancestor)
     return ancestor
+
+
+def sync_final(state: ScanState, chain: CometChain, store: Store, until: int | None, file: str,
+               stop: threading.Event, on_range: OnRange, observer: Observer) -> int:
+    """One catch-up pass of a source on a chain with final blocks: the stored checkpoint block
+    must still be the node's (else the node serves another chain: ChainMismatch, nothing
+    written), then every block up to the head is indexed as backfill does."""
+    source = state.source
+    cp = store.load_checkpoint(source.name)
+    if cp is not None:
+        theirs = chain.block_hash(cp.block_number)
+        if theirs != cp.block_hash:
+            raise ChainMismatch(f"{chain.name}: the node's block {cp.block_number} is {theirs}, "
+                                f"the stored one {cp.block_hash}; committed CometBFT blocks never "
+                                "change, so this node serves another chain")
+    lo, start_block = resume_point(state, store, None, file)
+    head, head_time = chain.head()
+    observer.head(source.name, head, head_time)
+    target = head if until is None else min(until, head)
+    if lo > target:
+        return lo - 1
+    return run_ranges(state, chain, store, lo, target, start_block, stop, on_range)
 
 
 def sync_once(state: ScanState, chain: EvmChain, store: Store, until: int | None, file: str,
@@ -121,7 +145,7 @@ def sync_once(state: ScanState, chain: EvmChain, store: Store, until: int | None
     return done
 
 
-def sync(states: list[ScanState], chains: dict[str, EvmChain], store: Store, until: int | None,
+def sync(states: list[ScanState], chains: dict[str, Chain], store: Store, until: int | None,
          once: bool, file: str, stop: threading.Event, on_range: OnRange | None = None,
          on_idle: Callable[[], object] | None = None,
          observer: Observer | None = None) -> None:
@@ -166,8 +190,13 @@ def sync(states: list[ScanState], chains: dict[str, EvmChain], store: Store, unt
             chain = chains[state.source.chain.name]
             for attempt in range(1, CHAIN_MOVED_RETRIES + 1):
                 try:
-                    reached.append(sync_once(state, chain, store, until, file, stop, ranged,
-                                             watch, reorged))
+                    if isinstance(chain, CometChain):
+                        reached.append(sync_final(state, chain, store, until, file, stop,
+                                                  ranged, watch))
+                    else:
+                        assert isinstance(chain, EvmChain)
+                        reached.append(sync_once(state, chain, store, until, file, stop,
+                                                 ranged, watch, reorged))
                     cp = store.load_checkpoint(name)
                     if cp is None:
                         watch.pass_done(name, None, None)

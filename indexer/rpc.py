@@ -121,6 +121,9 @@ class _Transient(Exception):
         return self.kind in ("rate_limited", "http_429")
 
 
+#: A REST GET: (path, query parameters, headers).
+_Get = tuple[str, dict[str, str], dict[str, str]]
+
 #: Seconds to wait before retry number n (1, 2, ...) of a request.
 Backoff = Callable[[int], float]
 
@@ -188,13 +191,13 @@ class Rpc:
     # -- transport -----------------------------------------------------------------------------
 
     def _post_paced(self, index: int, body: bytes, decode: Any = None,
-                    max_bytes: int | None = None) -> Any:
+                    max_bytes: int | None = None, get: _Get | None = None) -> Any:
         wait = self._last[index] + self._pace[index] - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         self._last[index] = time.monotonic()
         try:
-            reply = self._post_once(self.urls[index], body, decode, max_bytes)
+            reply = self._post_once(self.urls[index], body, decode, max_bytes, get)
         except _Transient as e:
             with self._lock:
                 self.errors[(redact_url(self.urls[index]), e.kind)] += 1
@@ -205,17 +208,25 @@ class Rpc:
         return reply
 
     def _post_once(self, url: str, body: bytes, decode: Any = None,
-                   max_bytes: int | None = None) -> Any:
+                   max_bytes: int | None = None, get: _Get | None = None) -> Any:
         try:
-            with self._client.stream("POST", url, content=body) as resp:
+            if get is None:
+                request = self._client.stream("POST", url, content=body)
+            else:
+                path, params, headers = get
+                request = self._client.stream("GET", url.rstrip("/") + path, params=params,
+                                              headers=headers)
+            with request as resp:
                 if resp.status_code in _RETRYABLE_HTTP:
                     ra = resp.headers.get("Retry-After")
                     retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
                     raise _Transient(f"HTTP {resp.status_code}", f"http_{resp.status_code}",
                                      retry_after)
                 if resp.status_code >= 400:
+                    said = _read_body(resp, 2_000)[:300].decode("utf-8", "replace") if get else ""
                     raise RpcError("http", resp.status_code,
-                                   f"HTTP {resp.status_code} from {redact_url(url)}")
+                                   f"HTTP {resp.status_code} from {redact_url(url)}"
+                                   + (f" for {get[0]}: {said}" if get else ""))
                 content = _read_body(resp, max_bytes)
         except httpx.TimeoutException as e:
             raise _Transient(f"timeout after {self.timeout:g}s ({type(e).__name__})",
@@ -241,8 +252,8 @@ class Rpc:
         return backoff
 
     def _post(self, payload: Any, what: str, decode: Any = None,
-              max_bytes: int | None = None) -> Any:
-        body = _JSON_ENCODER.encode(payload)
+              max_bytes: int | None = None, get: _Get | None = None) -> Any:
+        body = _JSON_ENCODER.encode(payload) if get is None else b""
         last: Exception | None = None
         start = self._active
         if start and time.monotonic() - self._switched_at > self.recover_after:
@@ -258,7 +269,7 @@ class Rpc:
                 before_sleep=partial(_log_retry, what, url),
             )
             try:
-                result = retrying(self._post_paced, index, body, decode, max_bytes)
+                result = retrying(self._post_paced, index, body, decode, max_bytes, get)
             except _Transient as e:
                 last = e
                 logger.error("rpc endpoint %s failed for %s: %s", redact_url(url), what, e)
@@ -298,12 +309,19 @@ class Rpc:
 
     # -- public calls --------------------------------------------------------------------------
 
-    def call(self, method: str, params: list[Any] | None = None, decode: Any = None,
-             max_bytes: int | None = None) -> Any:
-        payload = {"jsonrpc": "2.0", "id": self._next_id(), "method": method, "params": params or []}
+    def get(self, path: str, params: dict[str, str] | None = None,
+            headers: dict[str, str] | None = None) -> Any:
+        """A REST GET of ``path`` on the endpoint in use (a Cosmos gRPC-gateway query), with the
+        same retries, pacing and failover as JSON-RPC calls; the decoded JSON body."""
+        return self._post(None, f"GET {path}", get=(path, params or {}, headers or {}))
+
+    def call(self, method: str, params: list[Any] | dict[str, Any] | None = None,
+             decode: Any = None, max_bytes: int | None = None) -> Any:
+        payload = {"jsonrpc": "2.0", "id": self._next_id(), "method": method,
+                   "params": params if params is not None else []}
         return self._check(method, self._post(payload, method, decode, max_bytes))
 
-    def batch(self, calls: Sequence[tuple[str, list[Any]]], chunk: int = 100,
+    def batch(self, calls: Sequence[tuple[str, list[Any] | dict[str, Any]]], chunk: int = 100,
               return_errors: bool = False) -> list[Any]:
         """Send calls as JSON-RPC batches of at most ``chunk``; results in call order.
 

@@ -301,6 +301,18 @@ class FundingColumns:
         self.current_rate.append(current_rate)
 
 
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """Funding a position settled (dYdX ``settled_funding``): positive when the account paid."""
+
+    row: int
+    account: str
+    position_key: str
+    market: str
+    #: Raw USD at the adapter's scale.
+    amount: int
+
+
 @dataclass(slots=True)
 class AdapterOutput:
     changes: ChangeColumns
@@ -312,6 +324,8 @@ class AdapterOutput:
     #: Protocol parameters set by events: (row, market or None for the whole protocol, name,
     #: value as the protocol emits it).
     parameters: list[tuple[int, str | None, str, int]] = field(default_factory=list)
+    #: Funding settled per position, where the protocol reports it.
+    payments: list[Payment] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

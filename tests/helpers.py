@@ -101,6 +101,27 @@ protocols:
     return path
 
 
+def write_dydx_config(path: Path, url: str, start_block: int, *, database: str = "db.duckdb",
+                      metrics_port: int = 0, **chain: object) -> Path:
+    """A config of one dydx_v4 source on a CometBFT chain whose node (RPC and REST) is ``url``."""
+    chain_lines = "".join(f"\n    {k}: {v}" for k, v in chain.items())
+    path.write_text(f"""database: {database}
+metrics_port: {metrics_port}
+chains:
+  dydx:
+    kind: cometbft
+    network: dydx-mainnet-1
+    rpc_url: "{url}"
+    rest_url: "{url}"{chain_lines}
+protocols:
+  - name: dydx_v4_dev
+    adapter: dydx_v4
+    chain: dydx
+    start_block: {start_block}
+""")
+    return path
+
+
 #: What "the same database" means in the tests: every table, in a stable order, without the
 #: columns that record when a row was written and the daemon's last (retried) error.
 DUMP_TABLES = {
@@ -108,6 +129,8 @@ DUMP_TABLES = {
                         "ORDER BY block_number, log_index",
     "positions": "SELECT * FROM positions ORDER BY position_key",
     "markets": "SELECT * FROM markets ORDER BY block_number, log_index",
+    "funding_payments": "SELECT * EXCLUDE (block_time) FROM funding_payments "
+                        "ORDER BY block_number, log_index",
     "protocol_open_interest": "SELECT * FROM protocol_open_interest "
                               "ORDER BY block_number, log_index",
     "funding_updates": "SELECT * FROM funding_updates ORDER BY block_number, log_index",

@@ -9,7 +9,7 @@ import pytest
 from indexer.config import load_config
 from indexer.engine.source import build_source
 from indexer.errors import ConfigError
-from tests.helpers import ROOT, run_cli, write_config
+from tests.helpers import ROOT, run_cli, write_config, write_dydx_config
 
 pytestmark = pytest.mark.unit
 
@@ -62,7 +62,7 @@ def test_unknown_adapter(tmp_path, capsys):
     cfg.write_text(cfg.read_text().replace("adapter: gmx_v1", "adapter: gmx_v9"))
     assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 2
     msg = error_line(capsys)
-    assert "protocols[0].adapter: got 'gmx_v9', expected one of the adapters gmx_v1" in msg
+    assert "protocols[0].adapter: got 'gmx_v9', expected one of the adapters dydx_v4, gmx_v1" in msg
 
 
 def test_abi_lacking_a_handled_event(tmp_path, capsys):
@@ -109,13 +109,14 @@ def test_query_without_database(tmp_path, capsys):
 def test_shipped_configs_load_and_plan(path, monkeypatch):
     """Every config in configs/ parses, names a known adapter, roles and ABI, with real addresses."""
     for var in ("ARBITRUM_RPC_URL", "AVALANCHE_RPC_URL", "OPTIMISM_RPC_URL", "POLYGON_RPC_URL",
-                "BASE_RPC_URL"):
+                "BASE_RPC_URL", "DYDX_RPC_URL", "DYDX_REST_URL"):
         monkeypatch.setenv(var, "https://rpc.example/key")
     cfg = load_config(path)
     for proto in cfg.protocols:
         source = build_source(cfg, proto)
         assert source.topics[0] and all(c.start_block > 0 or "demo" in path.name
                                       for c in proto.contracts)
+        assert proto.start_block > 0
 
 
 def test_token_and_market_entries_are_checked(tmp_path, capsys):
@@ -164,3 +165,30 @@ def test_token_ids_must_be_integers_and_unique(tmp_path):
         load_config(cfg)
     cfg.write_text(cfg.read_text().replace("decimals: 6, id: 1", "decimals: 6, id: 3"))
     assert {t.id for t in load_config(cfg).protocols[0].tokens.values()} == {1, 3}
+
+
+@pytest.mark.parametrize(("change", "key", "expected"), [
+    (("kind: cometbft", "kind: cosmos"), "chains.dydx.kind", "evm or cometbft"),
+    (("    network: dydx-mainnet-1\n", ""), "chains.dydx.network", "a value (required key)"),
+    (("    rest_url:", "    confirmations: 3\n    rest_url:"), "chains.dydx.confirmations",
+     "no such key on a CometBFT chain"),
+    (("kind: cometbft", "kind: cometbft\n    chain_id: 42161"), "chains.dydx.chain_id",
+     "leave chain_id out"),
+    (("start_block: 5", "start_block: first"), "protocols[0].start_block", "an integer >= 1"),
+    (("adapter: dydx_v4", "adapter: gmx_v1"), "protocols[0].chain",
+     "an EVM chain: adapter gmx_v1 reads EVM logs"),
+])
+def test_cometbft_config_errors(tmp_path, capsys, change, key, expected):
+    cfg = write_dydx_config(tmp_path / "c.yaml", "http://127.0.0.1:1", 5)
+    cfg.write_text(cfg.read_text().replace(*change))
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 2
+    msg = error_line(capsys)
+    assert str(cfg) in msg and key in msg and expected in msg, msg
+
+
+def test_dydx_adapter_on_an_evm_chain_is_refused(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", VAULT, 0)
+    cfg.write_text(cfg.read_text().replace("adapter: gmx_v1", "adapter: dydx_v4"))
+    assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 2
+    msg = error_line(capsys)
+    assert "protocols[0].chain" in msg and "a CometBFT chain (kind: cometbft)" in msg, msg

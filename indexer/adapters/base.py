@@ -35,6 +35,13 @@ class AdapterContext:
     previous: dict[str, PreviousState] = field(default_factory=dict)
     #: The protocol's own token numbers from the config's ``tokens:`` (``id``): id -> address.
     token_ids: dict[int, str] = field(default_factory=dict)
+    #: For adapters with ``state_needed`` (a CometBFT chain): (query name, height) -> the items
+    #: the chain's state query answered at that height.
+    chain_state: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    #: The chain's own open interest per market as last stored before the batch.
+    open_interest: dict[str, int] = field(default_factory=dict)
+    #: The first height whose chain state carries open interest (the chain's ``open_interest_from``).
+    open_interest_from: int = 0
 
 
 #: Hooks' signatures.
@@ -75,6 +82,16 @@ class Adapter:
     #: Contract roles a config may add (e.g. a settings contract whose events some views
     #: use); the ``roles`` are required.
     optional_roles: tuple[str, ...] = ()
+    # CometBFT chains: events come from every block's ``block_results`` (no contracts); what the
+    # chain keeps as state is read over its REST API at the heights the adapter names.
+    #: The list queries it may name: (name, REST path, key of the list in the answer).
+    state_queries: tuple[tuple[str, str, str], ...] = ()
+    #: (query name, height) pairs a batch needs (the last argument is the range's end).
+    state_needed: Callable[[Decoded, LogMeta, AdapterContext, int], list[tuple[str, int]]] | None \
+        = None
+    #: Markets described by the state read: market -> (name, base decimals).
+    markets_in_state: Callable[[dict[tuple[str, int], list[dict[str, Any]]]],
+                               dict[str, tuple[str, int]]] | None = None
 
     @property
     def reads_prior_state(self) -> bool:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Generator
 
 from indexer.config import ChainConfig
-from indexer.engine.source import Tuning
+from indexer.engine.fetch import fetch_ahead
+from indexer.engine.prepare import prepare
+from indexer.engine.ranges import BlockRange
+from indexer.engine.source import ScanState, Tuning
 from indexer.errors import BlockMissing, ChainMismatch, RpcError
 from indexer.rpc import Rpc
+from indexer.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +25,9 @@ MAX_REORG_WINDOW = 20_000
 
 class EvmChain:
     """One EVM chain of the config, through its RPC client (failover over its URLs)."""
+
+    #: Blocks can still reorganise near the head (the daemon keeps a reorg window).
+    final = False
 
     def __init__(self, config: ChainConfig, rpc: Rpc) -> None:
         self.config = config
@@ -72,6 +81,13 @@ class EvmChain:
         if final is not None:
             window = max(window, head - final)
         return min(window, MAX_REORG_WINDOW)
+
+    def ranges(self, state: ScanState, store: Store, lo: int, hi: int,
+               stop: threading.Event | None = None) -> Generator[BlockRange, None, None]:
+        return fetch_ahead(state, self.rpc, lo, hi, stop)
+
+    def prepare(self, state: ScanState, store: Store, fetched: BlockRange) -> BlockRange:
+        return prepare(state, self.rpc, store, fetched)
 
     def close(self) -> None:
         self.rpc.close()

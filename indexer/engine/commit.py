@@ -40,7 +40,8 @@ def merged(batch: list[BlockRange]) -> BlockRange:
                        [b for r in parts for b in r.blocks],
                        _concat([r.markets for r in parts]),
                        _concat([r.open_interest for r in parts]),
-                       [p for r in parts for p in r.parameters or []])
+                       [p for r in parts for p in r.parameters or []],
+                       _concat([r.payments for r in parts]))
     return BlockRange(first.lo, last.hi, last.end, [], last.request_blocks,
                       sum(p.log_bytes for p in batch), sum(p.log_count for p in batch),
                       sum(p.refetched for p in batch), joined)

@@ -118,9 +118,17 @@ def to_range_rows(source: Source, logs: list[Log], meta: LogMeta, decoded: Decod
         logger.warning("quarantined log %s#%s: %s", q[1], q[2], q[6])
     parameters = [(meta.block_number[r], meta.log_index[r], market, name, value)
                   for r, market, name, value in out.parameters]
+    payments = {"block_number": at([p.row for p in out.payments], "block_number"),
+                "block_time": at([p.row for p in out.payments], "block_time"),
+                "tx_hash": at([p.row for p in out.payments], "tx_hash"),
+                "log_index": at([p.row for p in out.payments], "log_index"),
+                "account": [p.account for p in out.payments],
+                "position_key": [p.position_key for p in out.payments],
+                "market": [p.market for p in out.payments],
+                "amount": [p.amount for p in out.payments]}
     return RangeRows(source.chain.chain_id, source.config.adapter, source.name,
                      source.adapter.usd_decimals, changes, funding, quarantine, [], markets,
-                     open_interest, parameters)
+                     open_interest, parameters, payments)
 
 
 def adapt(state: ScanState, rpc: Rpc, logs: list[Log], store: Store | None = None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer import adapters
+from indexer.abci import load_event_schema
 from indexer.abi import AbiEvents, keccak, load_abi_dir
 from indexer.adapters.base import Adapter
 from indexer.config import ChainConfig, Config, ProtocolConfig
@@ -151,10 +152,19 @@ def build_source(cfg: Config, entry: ProtocolConfig, tuning: Tuning = Tuning()) 
     """Resolve adapter, ABI and filters; config and ABI problems raise ConfigError / AbiError."""
     index = cfg.protocols.index(entry)
     adapter = adapters.load(entry.adapter, cfg.file, f"protocols[{index}].adapter")
+    chain = cfg.chains[entry.chain]
+    if chain.kind == "cometbft" and adapter.state_needed is None:
+        raise ConfigError(cfg.file, f"protocols[{index}].chain", entry.chain,
+                          f"an EVM chain: adapter {entry.adapter} reads EVM logs")
+    if chain.kind != "cometbft" and adapter.state_needed is not None:
+        raise ConfigError(cfg.file, f"protocols[{index}].chain", entry.chain,
+                          f"a CometBFT chain (kind: cometbft): adapter {entry.adapter} reads "
+                          "ABCI events")
     adapters.check_roles(entry.adapter, adapter, [c.role for c in entry.contracts], cfg.file,
                          f"protocols[{index}].contracts")
     try:
-        abi = load_abi_dir(entry.abi_dir)
+        abi = (load_event_schema(entry.abi_dir) if chain.kind == "cometbft"
+               else load_abi_dir(entry.abi_dir))
     except AbiError as e:
         raise AbiError(f"{cfg.file}: protocols[{index}] ({entry.name}): {e}") from None
     adapters.check_events(entry.adapter, adapter, abi.names, str(entry.abi_dir))
@@ -167,7 +177,6 @@ def build_source(cfg: Config, entry: ProtocolConfig, tuning: Tuning = Tuning()) 
     topics: list[Any] = [abi.topics_for(set(adapter.events))]
     if adapter.event_names:
         topics.append(sorted("0x" + keccak(n.encode()).hex() for n in adapter.event_names))
-    chain = cfg.chains[entry.chain]
     budget = tuning.response_bytes or response_budget(cfg.max_memory_mb, chain.requests_in_flight)
     return Source(entry, chain, adapter, abi,
                   tuple(dict.fromkeys(c.address for c in entry.contracts)), topics,

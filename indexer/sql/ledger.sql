@@ -22,6 +22,13 @@ SELECT timestamp FROM blocks WHERE chain_id = $chain_id AND number = $number;
 -- name: block_hash
 SELECT hash FROM blocks WHERE chain_id = $chain_id AND number = $number;
 
+-- name: open_interest_before
+-- The protocol's own open interest per market (tokens, long side) last stored below $before.
+SELECT market, arg_max(next_value_raw, block_number * 1000000000 + log_index)::VARCHAR
+FROM protocol_open_interest
+WHERE source = $source AND block_number < $before AND unit = 'tokens' AND is_long
+GROUP BY market;
+
 -- name: previous_from_positions
 -- The state of each key after its latest change, from positions.
 SELECT position_key, is_long, size_tokens_raw::VARCHAR, collateral_raw::VARCHAR,
@@ -119,6 +126,14 @@ SELECT $chain_id, $protocol, $source, block_number,
        CASE WHEN block_time >= 0 THEN make_timestamp(block_time * 1000000) END, log_index,
        market, CAST(rate AS BIGNUM), funding_index, CAST(current_rate AS BIGNUM)
 FROM batch_funding;
+-- name: insert_payments
+INSERT INTO funding_payments BY NAME
+SELECT $chain_id AS chain_id, $protocol AS protocol, $source AS source, block_number,
+       CASE WHEN block_time >= 0 THEN make_timestamp(block_time * 1000000) END AS block_time,
+       tx_hash, log_index, account, position_key, market,
+       CAST(amount AS BIGNUM) AS amount_raw, amount_usd
+FROM batch_payments;
+
 -- name: insert_parameter
 INSERT INTO protocol_parameters VALUES (?, ?, ?, ?, ?, ?, ?, CAST(? AS BIGNUM));
 

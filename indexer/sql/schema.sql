@@ -93,6 +93,23 @@ CREATE TABLE IF NOT EXISTS funding_updates (
     current_rate_raw BIGNUM                     -- Synthetix: fundingRate, daily proportion x 1e18
 );
 
+-- Funding settled per position where the protocol reports it (dYdX settled_funding): positive
+-- when the account paid, negative when it received.
+CREATE TABLE IF NOT EXISTS funding_payments (
+    chain_id      BIGINT NOT NULL,
+    protocol      VARCHAR NOT NULL,
+    source        VARCHAR NOT NULL,
+    block_number  BIGINT NOT NULL,
+    block_time    TIMESTAMP,
+    tx_hash       VARCHAR NOT NULL,
+    log_index     INTEGER NOT NULL,
+    account       VARCHAR NOT NULL,
+    position_key  VARCHAR NOT NULL,
+    market        VARCHAR NOT NULL,
+    amount_raw    BIGNUM NOT NULL,               -- the adapter's USD scale
+    amount_usd    DECIMAL(38,18)
+);
+
 CREATE TABLE IF NOT EXISTS checkpoints (
     chain_id      BIGINT NOT NULL,
     source        VARCHAR NOT NULL PRIMARY KEY,

@@ -38,6 +38,9 @@ class RangeRows:
     #: Protocol parameters set in the range: (block_number, log_index, market or None, name,
     #: value); values read with eth_call have log_index -1 (in force from the block's start).
     parameters: list[tuple[int, int, str | None, str, int]] | None = None
+    #: Funding settled per position: block_number, block_time, tx_hash, log_index, account,
+    #: position_key, market, amount (raw USD).
+    payments: dict[str, list[Any]] | None = None
 
     @property
     def change_count(self) -> int:
@@ -55,7 +58,7 @@ _PLAIN_COLUMNS = ("block_number", "block_time", "tx_hash", "log_index", "positio
                   "collateral_decimals")
 #: Tables holding rows of a source keyed by block_number (deleted on replay and rollback).
 RANGE_TABLES = ("position_changes", "funding_updates", "quarantine", "markets",
-                "protocol_open_interest", "protocol_parameters")
+                "protocol_open_interest", "protocol_parameters", "funding_payments")
 
 
 def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
@@ -134,6 +137,7 @@ class LedgerWriter:
             self._insert_funding(rows, ids)
             self._insert_markets(rows, ids)
             self._insert_open_interest(rows, ids)
+            self._insert_payments(rows, ids)
             if rows.parameters:
                 con.executemany(statement("insert_parameter"),
                                 [(rows.chain_id, rows.protocol, rows.source, *p)
@@ -188,6 +192,15 @@ class LedgerWriter:
         data["delta"] = [str(v) for v in oi["delta"]]
         data["next_value"] = [str(v) for v in oi["next_value"]]
         self._insert_batch("insert_open_interest", pa.table(data), ids)
+
+    def _insert_payments(self, rows: RangeRows, ids: dict[str, Any]) -> None:
+        p = rows.payments
+        if not p or not p["account"]:
+            return
+        data = dict(p)
+        data["amount_usd"] = decimal18_array(p["amount"], rows.usd_decimals)[0]
+        data["amount"] = [str(v) for v in p["amount"]]
+        self._insert_batch("insert_payments", pa.table(data), ids)
 
     def _refresh_positions_incremental(self, source: str, lo: int, hi: int) -> None:
         """Fold the range's changes into positions; only ``opened_block`` needs the old row

@@ -79,6 +79,13 @@ class Readers:
             out.setdefault(name, []).append((int(block), int(value)))
         return out
 
+    def load_open_interest(self, source: str, before_block: int) -> dict[str, int]:
+        """The protocol's own long open interest in tokens per market, as last stored below
+        ``before_block`` (the base of the next reading's delta)."""
+        rows = self.con.execute(statement("open_interest_before"),
+                                {"source": source, "before": before_block}).fetchall()
+        return {m: int(v) for m, v in rows}
+
     def load_previous(self, source: str, keys: list[str], before_block: int,
                       usd_decimals: int) -> dict[str, PreviousState]:
         """The state of each of ``keys`` after its last change below ``before_block`` (keys

@@ -1,0 +1,208 @@
+"""CometBFT as a kind of chain (dYdX v4): the node's network, its head, blocks with their ABCI
+events from ``block`` and ``block_results``, and the chain's state at a height over Cosmos REST.
+
+Blocks are final once committed (instant finality): there is no reorg window, and a stored block
+whose hash the node no longer gives is not a reorg but a node serving another chain. Two node
+faults are caught rather than indexed: an answer for another height than asked, and a block
+whose ``last_block_id`` is not the hash of the block before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from indexer.abci import block_records
+from indexer.config import ChainConfig
+from indexer.engine import blocks
+from indexer.engine.ranges import BlockRange
+from indexer.engine.source import ScanState, Tuning
+from indexer.errors import BlockMissing, ChainMismatch, RpcError
+from indexer.rpc import Log, Rpc
+from indexer.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: Items per page of a REST list query (the Cosmos default is 100).
+PAGE_LIMIT = 100
+#: Texts of CometBFT errors meaning "not (yet) here" (rpc/core/blocks.go, env.go getHeight).
+_NOT_YET = ("must be less than or equal to the current blockchain height",)
+_NOT_KEPT = ("is not available, lowest height is", "could not find results for height")
+
+
+def block_time(rfc3339: str) -> int:
+    """Unix seconds of a CometBFT time (``2024-04-08T12:00:00.123456789Z``)."""
+    text = rfc3339.rstrip("Z")
+    whole, _, _ = text.partition(".")
+    return int(datetime.fromisoformat(whole + "+00:00").timestamp())
+
+
+class CometBlock:
+    """One block as the engine needs it: height, hash, parent hash, time, its event records."""
+
+    __slots__ = ("height", "hash", "parent_hash", "time", "records")
+
+    def __init__(self, height: int, hash_: str, parent_hash: str, time: int,
+                 records: list[Log]) -> None:
+        self.height, self.hash, self.parent_hash = height, hash_, parent_hash
+        self.time, self.records = time, records
+
+    @property
+    def header(self) -> dict[str, Any]:
+        """The block as the store's checkpoint and ``blocks`` rows take a header."""
+        return {"number": hex(self.height), "hash": self.hash, "parentHash": self.parent_hash,
+                "timestamp": hex(self.time)}
+
+
+def _height_error(e: RpcError, height: int) -> Exception:
+    text = str(e)
+    if any(t in text for t in _NOT_YET):
+        return BlockMissing(f"the node has no block {height} yet ({text})")
+    if any(t in text for t in _NOT_KEPT):
+        return RpcError(e.method, e.code, f"the node does not keep block {height} or its results "
+                        f"({text}); history needs an archive node that keeps ABCI responses "
+                        "([storage] discard_abci_responses = false)")
+    return e
+
+
+class CometChain:
+    """One CometBFT chain of the config, through its RPC and REST clients (failover over each
+    list of URLs)."""
+
+    #: Committed blocks never change: no reorg window, every block is safe to index.
+    final = True
+
+    def __init__(self, config: ChainConfig, rpc: Rpc, rest: Rpc) -> None:
+        self.config, self.rpc, self.rest = config, rpc, rest
+
+    @classmethod
+    def connect(cls, config: ChainConfig, tuning: Tuning = Tuning()) -> CometChain:
+        def client(urls: Sequence[str]) -> Rpc:
+            return Rpc(urls, config.request_timeout, config.max_attempts,
+                       backoff=tuning.backoff, recover_after=tuning.recover_after)
+
+        return cls(config, client(config.rpc_urls), client(config.rest_urls))
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def status(self) -> dict[str, Any]:
+        reply = self.rpc.call("status", {})
+        if not isinstance(reply, dict) or "sync_info" not in reply:
+            raise RpcError("status", None, f"malformed status reply {str(reply)[:200]}")
+        return reply
+
+    def check(self) -> None:
+        got = self.status().get("node_info", {}).get("network")
+        if got != self.config.network:
+            raise ChainMismatch(f"RPC {self.rpc.endpoint} serves network {got!r}, but chains."
+                                f"{self.config.name}.network is {self.config.network!r}")
+
+    def safe_head(self) -> int:
+        """The latest committed height (final: CometBFT commits are never undone)."""
+        return int(self.status()["sync_info"]["latest_block_height"])
+
+    def head(self) -> tuple[int, int]:
+        """(latest height, its time)."""
+        info = self.status()["sync_info"]
+        return int(info["latest_block_height"]), block_time(info["latest_block_time"])
+
+    # -- the engine's stages ---------------------------------------------------------------
+
+    def ranges(self, state: ScanState, store: Store, lo: int, hi: int,
+               stop: threading.Event | None = None) -> Generator[BlockRange, None, None]:
+        parent = store.load_block_hash(self.config.chain_id, lo - 1)
+        return blocks.fetch_ranges(state, self, lo, hi, parent, stop)
+
+    def prepare(self, state: ScanState, store: Store, fetched: BlockRange) -> BlockRange:
+        return blocks.prepare_blocks(state, self, store, fetched)
+
+    # -- blocks --------------------------------------------------------------------------------
+
+    def fetch_blocks(self, lo: int, hi: int, types: set[str]) -> list[CometBlock]:
+        """Blocks [lo, hi] with their events of ``types``: ``block`` and ``block_results`` of
+        each height in one JSON-RPC batch. Each answer must be for the height asked and each
+        block must link to the one before it."""
+        calls: list[tuple[str, dict[str, Any]]] = []
+        for h in range(lo, hi + 1):
+            calls += [("block", {"height": str(h)}), ("block_results", {"height": str(h)})]
+        replies = self.rpc.batch(calls, chunk=2 * (hi - lo + 1), return_errors=True)
+        out: list[CometBlock] = []
+        for i, h in enumerate(range(lo, hi + 1)):
+            block, results = replies[2 * i], replies[2 * i + 1]
+            for reply in (block, results):
+                if isinstance(reply, RpcError):
+                    raise _height_error(reply, h)
+            out.append(self._block(h, block, results, types))
+        for before, after in zip(out, out[1:], strict=False):
+            if after.parent_hash != before.hash:
+                raise RpcError("block", None, f"block {after.height} does not link to block "
+                               f"{before.height}: its last_block_id is {after.parent_hash}, the "
+                               f"node gave {before.hash} for {before.height} (a broken node)")
+        return out
+
+    def _block(self, height: int, block: Any, results: Any, types: set[str]) -> CometBlock:
+        try:
+            header = block["block"]["header"]
+            got = (int(header["height"]), int(results["height"]))
+            if got != (height, height):
+                raise RpcError("block", None, f"asked for height {height}, the node answered "
+                               f"with block {got[0]} and results {got[1]} (a broken node)")
+            hash_ = str(block["block_id"]["hash"])
+            parent = str((header.get("last_block_id") or {}).get("hash") or "")
+            time = block_time(str(header["time"]))
+            txs = (block["block"].get("data") or {}).get("txs") or []
+        except (KeyError, TypeError, ValueError) as e:
+            raise RpcError("block", None, f"malformed block {height} ({e!r})") from None
+        return CometBlock(height, hash_, parent, time,
+                          block_records(height, time, hash_, txs, results, types))
+
+    def block_hash(self, height: int) -> str:
+        reply = self.rpc.call("block", {"height": str(height)})
+        return str(reply["block_id"]["hash"])
+
+    def blocks_ahead(self, lo: int, hi: int, types: set[str], size: int
+                     ) -> Generator[list[CometBlock], None, None]:
+        """Batches of ``size`` blocks covering [lo, hi] in order, ``requests_in_flight`` of them
+        fetched ahead on threads (each batch is bounded, so memory is too)."""
+        depth = max(1, self.config.requests_in_flight)
+        pool = ThreadPoolExecutor(depth, thread_name_prefix=f"blocks-{self.name}")
+        pending: list[Future[list[CometBlock]]] = []
+        try:
+            while pending or lo <= hi:
+                while lo <= hi and len(pending) < depth:
+                    end = min(hi, lo + size - 1)
+                    pending.append(pool.submit(self.fetch_blocks, lo, end, types))
+                    lo = end + 1
+                yield pending.pop(0).result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def state_list(self, path: str, key: str, height: int) -> list[dict[str, Any]]:
+        """Every item of a paged Cosmos REST list query (``/dydxprotocol/perpetuals/perpetual``
+        -> its ``perpetual`` list) as of ``height``."""
+        items: list[dict[str, Any]] = []
+        page_key = ""
+        while True:
+            params = {"pagination.limit": str(PAGE_LIMIT)}
+            if page_key:
+                params["pagination.key"] = page_key
+            reply = self.rest.get(path, params, {"x-cosmos-block-height": str(height)})
+            if not isinstance(reply, dict) or not isinstance(reply.get(key), list):
+                raise RpcError("GET", None, f"{path} at height {height}: no {key!r} list in "
+                               f"{str(reply)[:200]}")
+            items += reply[key]
+            page_key = ((reply.get("pagination") or {}).get("next_key")) or ""
+            if not page_key:
+                return items
+
+    def close(self) -> None:
+        self.rpc.close()
+        self.rest.close()
