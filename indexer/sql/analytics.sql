@@ -384,7 +384,9 @@ GROUP BY scope, chain_id, protocol, market, asset, side_sign, run;
 -- pays). GMX v1 (market = the collateral token): the borrow fee both sides pay, from the
 -- cumulative rate's change since the previous hour with an update (1e6 precision x 8760 h).
 -- Synthetix: the fundingRate of the hour's last FundingRecomputed (a daily proportion x 365;
--- longs pay when positive, shorts receive it).
+-- longs pay when positive, shorts receive it). dYdX v4: the funding index's change since the
+-- previous tick (quote quantums per base quantum, x 1e6) per whole unit (x 10^base decimals,
+-- 1e-6 USD a quote quantum) over the hour's price (its fills' close), per hour, x 8760.
 CREATE OR REPLACE VIEW funding_rates_hourly AS
 WITH u AS (
     SELECT chain_id, protocol, source, market, date_trunc('hour', block_time) AS hour,
@@ -392,17 +394,30 @@ WITH u AS (
            arg_max(current_rate_raw::DOUBLE, block_number * 1000000 + log_index) AS current
     FROM funding_updates WHERE block_time IS NOT NULL GROUP BY ALL
 ), r AS (
-    SELECT *, (cum - lag(cum) OVER w) / 1e6
-              / (epoch(hour - lag(hour) OVER w) / 3600) * 8760 AS borrow_apr
+    SELECT *, (cum - lag(cum) OVER w) / (epoch(hour - lag(hour) OVER w) / 3600) AS per_hour
     FROM u WINDOW w AS (PARTITION BY chain_id, source, market ORDER BY hour)
+), dydx AS (
+    SELECT chain_id, protocol, market, any_value(index_decimals) AS base_decimals
+    FROM position_changes WHERE protocol = 'dydx_v4' GROUP BY ALL
+), dydx_price AS (
+    SELECT chain_id, protocol, market, hour, close::DOUBLE AS price
+    FROM market_hourly WHERE protocol = 'dydx_v4'
+), rated AS (
+    SELECT r.*, per_hour / 1e6 * 8760 AS borrow_apr,
+           per_hour * power(10, d.base_decimals) / 1e12 / nullif(p.price, 0) * 8760
+               AS index_apr
+    FROM r LEFT JOIN dydx d USING (chain_id, protocol, market)
+    LEFT JOIN dydx_price p USING (chain_id, protocol, market, hour)
 )
 SELECT r.chain_id, r.protocol, r.market, a.asset, r.hour,
        CASE r.protocol WHEN 'gmx_v1' THEN 'borrow' ELSE 'funding' END AS kind,
        CASE r.protocol WHEN 'gmx_v1' THEN borrow_apr
-                       WHEN 'synthetix_perps_v2' THEN current / 1e18 * 365 END AS long_rate_apr,
+                       WHEN 'synthetix_perps_v2' THEN current / 1e18 * 365
+                       WHEN 'dydx_v4' THEN index_apr END AS long_rate_apr,
        CASE r.protocol WHEN 'gmx_v1' THEN borrow_apr
-                       WHEN 'synthetix_perps_v2' THEN -current / 1e18 * 365 END AS short_rate_apr
-FROM r LEFT JOIN market_assets a USING (chain_id, protocol, market);
+                       WHEN 'synthetix_perps_v2' THEN -current / 1e18 * 365
+                       WHEN 'dydx_v4' THEN -index_apr END AS short_rate_apr
+FROM rated r LEFT JOIN market_assets a USING (chain_id, protocol, market);
 
 -- Per asset and hour: the venues' rates weighted by their markets' open interest that hour.
 CREATE OR REPLACE VIEW asset_funding_rates_hourly AS

@@ -52,7 +52,7 @@ FILE = "part.parquet"
 #: it as NULL).
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 #: The tables always exported (the *_hourly views are found in the database).
-TABLES = ("position_changes", "positions", "funding_updates")
+TABLES = ("position_changes", "positions", "funding_updates", "funding_payments")
 #: Rows fetched by one query at most (several changed partitions per query, never one split).
 ROWS_PER_QUERY = 1_000_000
 #: Column of the rows query holding each row's hash.
@@ -117,7 +117,8 @@ def exported_tables(run: RunArrow) -> list[str]:
 def _columns(run: RunArrow) -> dict[str, list[tuple[str, str]]]:
     """(column, type) of each exported relation, in export order."""
     meta = run("SELECT table_name, column_name, data_type FROM duckdb_columns() "
-               "WHERE table_name IN ('position_changes', 'positions', 'funding_updates') "
+               "WHERE table_name IN ('position_changes', 'positions', 'funding_updates', "
+               "'funding_payments') "
                "OR table_name LIKE '%\\_hourly' ESCAPE '\\' "
                "ORDER BY table_name, column_index").to_pylist()
     found: dict[str, list[tuple[str, str]]] = {}
