@@ -196,6 +196,8 @@ SELECT chain_id, protocol, source, position_key, account, market, asset, is_long
             WHEN protocol = 'gtrade' THEN 'changed since its last execution event (not read)'
             WHEN protocol = 'perp_v2'
                 THEN 'cross margin: the price depends on the whole account (not indexed)'
+            WHEN protocol = 'dydx_v4'
+                THEN 'cross margin: the subaccount''s USDC and other positions are not indexed'
             ELSE 'not computed for this protocol yet (docs/sql.md)' END AS liquidation_price_note,
        beyond OR (liq IS NOT NULL AND mark_price_usd IS NOT NULL
                   AND (CASE WHEN is_long THEN mark_price_usd::DOUBLE <= liq
