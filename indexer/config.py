@@ -62,6 +62,9 @@ class ChainConfig:
     network: str = ""
     #: CometBFT: the chain's Cosmos REST (gRPC-gateway) endpoints for state at a height.
     rest_urls: tuple[str, ...] = ()
+    #: CometBFT: requests one JSON-RPC batch may hold (the node's ``[rpc]
+    #: max_request_batch_size``, 10 by default).
+    batch_size: int = 10
     #: CometBFT (dYdX): the first height whose state carries each perpetual's ``open_interest``
     #: (the v5.0.0 upgrade on mainnet); below it the chain's figure is not read.
     open_interest_from: int = 0
@@ -260,7 +263,7 @@ _CHAIN_KEYS = ("chain_id", "rpc_url", "confirmations", "use_finalized_tag", "max
 #: Keys of a CometBFT chain (``kind: cometbft``); the EVM-only ones are refused there.
 _COMETBFT_KEYS = ("kind", "network", "chain_id", "rpc_url", "rest_url", "max_block_range",
                   "request_timeout", "max_attempts", "poll_interval", "requests_in_flight",
-                  "open_interest_from")
+                  "open_interest_from", "batch_size")
 _KINDS = ("evm", "cometbft")
 
 
@@ -320,7 +323,8 @@ def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> Chain
 
 def _load_cometbft_chain(file: str, name: str, r: _Reader, need_rpc: bool) -> ChainConfig:
     """A CometBFT chain: blocks are final once committed (no confirmations, no reorg window);
-    ``max_block_range`` is the blocks one batch of block_results requests covers."""
+    ``max_block_range`` is the blocks one range (one commit) covers; ``batch_size`` the requests
+    one JSON-RPC batch holds, ``requests_in_flight`` the batches fetched at once."""
     evm_only = sorted(set(map(str, r.data)) - set(_COMETBFT_KEYS))
     if evm_only and evm_only[0] in _CHAIN_KEYS:
         raise ConfigError(file, r.key(evm_only[0]), r.data[evm_only[0]],
@@ -342,7 +346,8 @@ def _load_cometbft_chain(file: str, name: str, r: _Reader, need_rpc: bool) -> Ch
         request_timeout=r.float("request_timeout", 30.0),
         max_attempts=r.int("max_attempts", 5, minimum=1),
         poll_interval=r.float("poll_interval", 1.0),
-        requests_in_flight=r.int("requests_in_flight", 4, minimum=1),
+        requests_in_flight=r.int("requests_in_flight", 8, minimum=1),
+        batch_size=r.int("batch_size", 10, minimum=2),
         kind="cometbft", network=network, rest_urls=rest_urls,
         open_interest_from=r.int("open_interest_from", 0))
     r.done()

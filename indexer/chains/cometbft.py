@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -67,6 +68,12 @@ def _height_error(e: RpcError, height: int) -> Exception:
                         f"({text}); history needs an archive node that keeps ABCI responses "
                         "([storage] discard_abci_responses = false)")
     return e
+
+
+def _unlinked(block: CometBlock, before: CometBlock) -> str:
+    return (f"block {block.height} does not link to block {before.height}: its last_block_id "
+            f"is {block.parent_hash}, the node gave {before.hash} for {before.height} (a broken "
+            "node)")
 
 
 class CometChain:
@@ -126,12 +133,14 @@ class CometChain:
 
     def fetch_blocks(self, lo: int, hi: int, types: set[str]) -> list[CometBlock]:
         """Blocks [lo, hi] with their events of ``types``: ``block`` and ``block_results`` of
-        each height in one JSON-RPC batch. Each answer must be for the height asked and each
-        block must link to the one before it."""
+        each height, in JSON-RPC batches of at most ``batch_size`` requests (CometBFT refuses
+        larger ones: ``[rpc] max_request_batch_size``, 10 by default). Each answer must be for
+        the height asked."""
         calls: list[tuple[str, dict[str, Any]]] = []
         for h in range(lo, hi + 1):
             calls += [("block", {"height": str(h)}), ("block_results", {"height": str(h)})]
-        replies = self.rpc.batch(calls, chunk=2 * (hi - lo + 1), return_errors=True)
+        replies = self.rpc.batch(calls, chunk=max(2, self.config.batch_size),
+                                 return_errors=True)
         out: list[CometBlock] = []
         for i, h in enumerate(range(lo, hi + 1)):
             block, results = replies[2 * i], replies[2 * i + 1]
@@ -139,11 +148,6 @@ class CometChain:
                 if isinstance(reply, RpcError):
                     raise _height_error(reply, h)
             out.append(self._block(h, block, results, types))
-        for before, after in zip(out, out[1:], strict=False):
-            if after.parent_hash != before.hash:
-                raise RpcError("block", None, f"block {after.height} does not link to block "
-                               f"{before.height}: its last_block_id is {after.parent_hash}, the "
-                               f"node gave {before.hash} for {before.height} (a broken node)")
         return out
 
     def _block(self, height: int, block: Any, results: Any, types: set[str]) -> CometBlock:
@@ -168,18 +172,31 @@ class CometChain:
 
     def blocks_ahead(self, lo: int, hi: int, types: set[str], size: int
                      ) -> Generator[list[CometBlock], None, None]:
-        """Batches of ``size`` blocks covering [lo, hi] in order, ``requests_in_flight`` of them
-        fetched ahead on threads (each batch is bounded, so memory is too)."""
+        """Runs of ``size`` consecutive blocks covering [lo, hi] in order, each checked to link
+        to the one before it. Batches of ``batch_size // 2`` heights are fetched concurrently,
+        ``requests_in_flight`` of them ahead of the consumer (bounded, so memory is too)."""
+        per = max(1, self.config.batch_size // 2)
         depth = max(1, self.config.requests_in_flight)
         pool = ThreadPoolExecutor(depth, thread_name_prefix=f"blocks-{self.name}")
-        pending: list[Future[list[CometBlock]]] = []
+        pending: deque[Future[list[CometBlock]]] = deque()
+        run: list[CometBlock] = []
+        last: CometBlock | None = None
         try:
             while pending or lo <= hi:
                 while lo <= hi and len(pending) < depth:
-                    end = min(hi, lo + size - 1)
+                    end = min(hi, lo + per - 1)
                     pending.append(pool.submit(self.fetch_blocks, lo, end, types))
                     lo = end + 1
-                yield pending.pop(0).result()
+                for block in pending.popleft().result():
+                    if last is not None and block.parent_hash != last.hash:
+                        raise RpcError("block", None, _unlinked(block, last))
+                    run.append(block)
+                    last = block
+                    if len(run) == size:
+                        yield run
+                        run = []
+            if run:
+                yield run
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 

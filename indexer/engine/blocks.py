@@ -1,9 +1,9 @@
 """The fetch and prepare stages of a CometBFT source: ranges of whole blocks with their ABCI
 events, then the chain state the adapter names, then the pure adapter.
 
-Each range is ``max_block_range`` blocks fetched in one JSON-RPC batch (``block`` and
-``block_results`` per height), ``requests_in_flight`` batches ahead of the consumer. The first
-block of the first range must link to the stored checkpoint's block and every range to the one
+Each range is ``max_block_range`` blocks (``block`` and ``block_results`` per height, in
+JSON-RPC batches of ``batch_size`` requests, ``requests_in_flight`` batches at once ahead of the
+consumer). The first block must link to the stored checkpoint's block and every block to the one
 before it: a node that serves another history is stopped here, before anything is written.
 """
 
