@@ -336,9 +336,12 @@ class Rpc:
             payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
                        for i, (m, p) in enumerate(part)]
             reply = self._post(payload, f"batch of {len(part)} {part[0][0]}")
-            if isinstance(reply, dict):  # the whole batch was refused
-                self._check(part[0][0], reply)
-                raise RpcError(part[0][0], None, "batch answered with a single object")
+            if isinstance(reply, dict):
+                if len(part) == 1 and reply.get("id") == first:  # CometBFT unwraps a batch of 1
+                    reply = [reply]
+                else:  # the whole batch was refused
+                    self._check(part[0][0], reply)
+                    raise RpcError(part[0][0], None, "batch answered with a single object")
             by_id = {r.get("id"): r for r in reply if isinstance(r, dict)}
             for i, (method, _) in enumerate(part):
                 if first + i not in by_id:

@@ -125,15 +125,17 @@ protocols:
 #: What "the same database" means in the tests: every table, in a stable order, without the
 #: columns that record when a row was written and the daemon's last (retried) error.
 DUMP_TABLES = {
+    # (a dYdX match writes two rows, taker and maker, under one log index)
     "position_changes": "SELECT * EXCLUDE (block_time) FROM position_changes "
-                        "ORDER BY block_number, log_index",
+                        "ORDER BY block_number, log_index, position_key",
     "positions": "SELECT * FROM positions ORDER BY position_key",
     "markets": "SELECT * FROM markets ORDER BY block_number, log_index",
     "funding_payments": "SELECT * EXCLUDE (block_time) FROM funding_payments "
-                        "ORDER BY block_number, log_index",
+                        "ORDER BY block_number, log_index, position_key",
+    # (a dYdX funding tick writes every market's row under the tick's log index)
     "protocol_open_interest": "SELECT * FROM protocol_open_interest "
-                              "ORDER BY block_number, log_index",
-    "funding_updates": "SELECT * FROM funding_updates ORDER BY block_number, log_index",
+                              "ORDER BY block_number, log_index, market",
+    "funding_updates": "SELECT * FROM funding_updates ORDER BY block_number, log_index, market",
     "protocol_parameters": "SELECT * FROM protocol_parameters ORDER BY block_number, name",
     "checkpoints": "SELECT * EXCLUDE (updated_at, last_error) FROM checkpoints",
     "quarantine": "SELECT count(*) FROM quarantine",

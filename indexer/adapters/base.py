@@ -42,6 +42,9 @@ class AdapterContext:
     open_interest: dict[str, int] = field(default_factory=dict)
     #: The first height whose chain state carries open interest (the chain's ``open_interest_from``).
     open_interest_from: int = 0
+    #: For adapters with ``carried_from_history``: what they carry from batch to batch, which
+    #: ``to_changes`` updates in place (e.g. dYdX's sumOpen per position).
+    carried: dict[str, Any] = field(default_factory=dict)
 
 
 #: Hooks' signatures.
@@ -88,6 +91,11 @@ class Adapter:
     state_queries: tuple[tuple[str, str, str], ...] = ()
     #: (query name, height) pairs a batch needs (the last argument is the range's end).
     state_needed: Callable[[Decoded, LogMeta, AdapterContext, int], list[tuple[str, int]]] | None \
+        = None
+    #: What the adapter carries beyond the positions table, rebuilt from the histories of the
+    #: positions open before a batch (key -> [(is_long, size in tokens)] in chain order) when
+    #: a run starts or a range is replayed; ``to_changes`` keeps it up to date.
+    carried_from_history: Callable[[dict[str, list[tuple[bool, int]]]], dict[str, Any]] | None \
         = None
     #: Markets described by the state read: market -> (name, base decimals).
     markets_in_state: Callable[[dict[tuple[str, int], list[dict[str, Any]]]],

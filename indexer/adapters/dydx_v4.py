@@ -18,8 +18,11 @@ What becomes what:
   ``|maker quote delta + maker fee + maker builder fee|``, the fill's ``bigFillQuoteQuantums``
   (the maker is never the liquidation order; deleverages have no fees). USD is scaled 1e18.
 * The entry price is the weighted average price of the fills that opened or added to the
-  position, kept through reductions, restarted by a flip (the official Indexer's rule:
-  ``dydx_update_perpetual_position_aggregate_fields.sql``).
+  position, weighted by their sizes (the Indexer's ``sumOpen``: every size opened since the
+  position was opened), kept through reductions, restarted by a flip, whose whole fill opens the
+  new side (the official Indexer's rule: ``dydx_subaccount_update_handler.sql`` opens a new
+  position, ``dydx_update_perpetual_position_aggregate_fields.sql`` averages). ``sumOpen`` is
+  carried from batch to batch (``carried_from_history`` rebuilds it from the ledger).
 * Fees: the side's order fee plus its builder fee; the liquidated taker's is the insurance fund
   delta (it pays that instead of a taker fee). Maker fees may be negative (rebates).
 * ``settled_funding``: the funding a subaccount paid (positive) or received, in
@@ -168,6 +171,33 @@ def markets_in_state(state: dict[tuple[str, int], list[dict[str, Any]]]
     return out
 
 
+def _opened(before: int, after: int, fill: int, sum_open: int) -> int:
+    """sumOpen after a fill of ``fill`` quantums taking the size from ``before`` to ``after``."""
+    if after == 0:
+        return 0
+    if before == 0 or (before > 0) != (after > 0):
+        return fill  # opened, or flipped: the whole fill opens the new position
+    if abs(after) > abs(before):
+        return sum_open + fill
+    return sum_open
+
+
+def carried_from_history(histories: dict[str, list[tuple[bool, int]]]) -> dict[str, Any]:
+    """sumOpen of each open position, replayed from its changes (size before and after each
+    gives the fill: a flip's fill is the old size plus the new)."""
+    out: dict[str, Any] = {}
+    for key, changes in histories.items():
+        before, sum_open = 0, 0
+        for is_long, size in changes:
+            after = size if is_long else -size
+            flip = before != 0 and after != 0 and (before > 0) != (after > 0)
+            fill = abs(before) + abs(after) if flip else abs(abs(after) - abs(before))
+            sum_open = _opened(before, after, fill, sum_open)
+            before = after
+        out[key] = sum_open
+    return out
+
+
 def _settling(ctx: AdapterContext, height: int) -> set[str]:
     """Perpetual ids whose CLOB pair is in final settlement at ``height``."""
     pairs = ctx.chain_state.get(("clob_pairs", height), [])
@@ -215,13 +245,19 @@ def _match(out: AdapterOutput, row: int, f: dict[str, Any], meta: LogMeta, ctx: 
         before, entry = held.get(key, (0, Fraction(0)))
         after = before + delta
         kind, is_long, size_delta = signed_change(before, after)
+        sum_open = int(ctx.carried.get(key, 0))
+        opened = _opened(before, after, fill, sum_open)
         if after == 0:
             entry = Fraction(0)
         elif before == 0 or (before > 0) != (after > 0):
             entry = price  # opened, or flipped: a new position at this fill
-        elif abs(after) > abs(before):  # added to: weighted average of the opening fills
-            entry = (entry * abs(before) + price * (abs(after) - abs(before))) / abs(after)
+        elif abs(after) > abs(before):  # added to: weighted by everything opened so far
+            entry = (entry * sum_open + price * fill) / opened
+        # the stored (truncated) entry is what the next fill averages with, in this batch as in
+        # the next: the result does not depend on where ranges start
+        entry = Fraction(int(entry))
         held[key] = (after, entry)
+        ctx.carried[key] = opened
         if liquidated and not settling:
             kind = "liquidation"
         out.changes.add(Change(
@@ -269,4 +305,5 @@ def _funding_tick(out: AdapterOutput, row: int, height: int, ctx: AdapterContext
 #: with the Cosmos REST queries of ``STATE_QUERIES``.
 ADAPTER = Adapter(roles=(), events=EVENTS, usd_decimals=USD_DECIMALS, to_changes=to_changes,
                   keys_needed=keys_needed, state_queries=STATE_QUERIES,
-                  state_needed=state_needed, markets_in_state=markets_in_state)
+                  state_needed=state_needed, markets_in_state=markets_in_state,
+                  carried_from_history=carried_from_history)

@@ -139,7 +139,7 @@ class CometChain:
         calls: list[tuple[str, dict[str, Any]]] = []
         for h in range(lo, hi + 1):
             calls += [("block", {"height": str(h)}), ("block_results", {"height": str(h)})]
-        replies = self.rpc.batch(calls, chunk=max(2, self.config.batch_size),
+        replies = self.rpc.batch(calls, chunk=max(2, self.config.batch_size // 2 * 2),
                                  return_errors=True)
         out: list[CometBlock] = []
         for i, h in enumerate(range(lo, hi + 1)):

@@ -65,9 +65,14 @@ def prepare_blocks(state: ScanState, chain: CometChain, store: Store, fetched: B
         keys = adapter.keys_needed(decoded, meta)
         if keys:
             previous = store.load_previous(source.name, keys, fetched.lo, adapter.usd_decimals)
+    if adapter.carried_from_history is not None and state.carried_through != fetched.lo - 1:
+        # a new run, or a replay: what the adapter carried is rebuilt as of this range's start
+        state.carried = adapter.carried_from_history(
+            store.load_open_histories(source.name, fetched.lo))
     ctx = AdapterContext(source.chain.chain_id, {}, {}, state.markets, state.decimals, previous,
                          open_interest=store.load_open_interest(source.name, fetched.lo),
-                         open_interest_from=source.chain.open_interest_from)
+                         open_interest_from=source.chain.open_interest_from,
+                         carried=state.carried)
     if adapter.state_needed is not None:
         queries = {name: (path, key) for name, path, key in adapter.state_queries}
         for name, height in adapter.state_needed(decoded, meta, ctx, fetched.hi):
@@ -82,6 +87,7 @@ def prepare_blocks(state: ScanState, chain: CometChain, store: Store, fetched: B
             state.markets[market] = (name, "", "")
             state.symbols[name] = name
     out = adapter.to_changes(decoded, meta, ctx)
+    state.carried_through = fetched.hi
     rows = to_range_rows(source, records, meta, decoded, out)
     assert rows.markets is not None, "to_range_rows always gives the markets' columns"
     rows.markets = list_markets(state, chain.rpc, fetched.lo, rows.changes, rows.markets)

@@ -101,6 +101,10 @@ class ScanState:
     symbols: dict[str, str | None] = field(default_factory=dict)
     #: Protocol parameters stored so far: name -> [(block, value)] in block order.
     parameters: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: What the adapter carries from batch to batch beyond the positions table (``carried``
+    #: hooks), valid after block ``carried_through`` (None: to be rebuilt from the ledger).
+    carried: dict[str, Any] = field(default_factory=dict)
+    carried_through: int | None = None
 
     def __post_init__(self) -> None:
         src = self.source
@@ -118,6 +122,7 @@ class ScanState:
     def invalidate(self) -> None:
         """A rollback removed stored rows: what was learnt from them is read again."""
         self.markets_loaded = False
+        self.carried_through = None
 
     def load_markets(self, stored: dict[str, tuple[str, str, str]],
                      listed: dict[str, int] | None = None,

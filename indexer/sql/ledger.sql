@@ -48,6 +48,20 @@ FROM (SELECT *, block_number * 1000000 + log_index AS o FROM position_changes
         AND position_key IN (SELECT unnest($keys)))
 GROUP BY position_key;
 
+-- name: open_key_histories
+-- Every change below $before of each key still open after its last change below $before, in
+-- chain order (for state an adapter carries beyond what positions keep).
+WITH o AS (
+    SELECT position_key, block_number, log_index, is_long, size_after_tokens_raw
+    FROM position_changes WHERE source = $source AND block_number < $before
+), open_keys AS (
+    SELECT position_key FROM o GROUP BY position_key
+    HAVING arg_max(size_after_tokens_raw, block_number * 1000000 + log_index)::VARCHAR <> '0'
+)
+SELECT position_key, is_long, size_after_tokens_raw::VARCHAR
+FROM o SEMI JOIN open_keys USING (position_key)
+ORDER BY position_key, block_number, log_index;
+
 -- name: range_is_past_checkpoint
 -- Every row of a source is at or below its checkpoint (rows are committed with it and a
 -- rollback rewinds it), so a range past the checkpoint has nothing to replace.

@@ -86,6 +86,17 @@ class Readers:
                                 {"source": source, "before": before_block}).fetchall()
         return {m: int(v) for m, v in rows}
 
+    def load_open_histories(self, source: str, before_block: int
+                            ) -> dict[str, list[tuple[bool, int]]]:
+        """(is_long, size after in tokens) of every change below ``before_block`` of each
+        position still open there, in chain order, by position key."""
+        out: dict[str, list[tuple[bool, int]]] = {}
+        for key, is_long, size in self.con.execute(
+                statement("open_key_histories"),
+                {"source": source, "before": before_block}).fetchall():
+            out.setdefault(key, []).append((bool(is_long), int(size or 0)))
+        return out
+
     def load_previous(self, source: str, keys: list[str], before_block: int,
                       usd_decimals: int) -> dict[str, PreviousState]:
         """The state of each of ``keys`` after its last change below ``before_block`` (keys

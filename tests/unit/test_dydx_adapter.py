@@ -73,12 +73,14 @@ def records(blocks: list[tuple[int, list[dict], list[dict]]]) -> list:
     return out
 
 
-def adapt(recs, previous=None, chain_state=None, open_interest=None, open_interest_from=0):
+def adapt(recs, previous=None, chain_state=None, open_interest=None, open_interest_from=0,
+          carried=None):
     meta = LogMeta.from_logs(recs)
     decoded = decode_events(recs, SCHEMA)
     ctx = AdapterContext(1, {}, {}, dict(MARKETS), dict(DECIMALS), previous or {},
                          chain_state=chain_state or {}, open_interest=open_interest or {},
-                         open_interest_from=open_interest_from)
+                         open_interest_from=open_interest_from,
+                         carried={} if carried is None else carried)
     return dydx_v4.to_changes(decoded, meta, ctx), decoded
 
 
@@ -125,13 +127,29 @@ def test_open_add_reduce_flip_close_follow_the_fills():
 
 
 def test_prior_state_continues_across_batches():
-    prev = {f"{ALICE}/0/1": PreviousState(True, 2 * 10**9, None, None, "1", None, 0, None,
-                                          3_000 * USD)}
-    # Alice holds 2 ETH at $3,000 and buys 1 more at $3,300: entry 3,100
-    out, _ = adapt(records([(20, [match((ALICE, 0), (BOB, 0), ETH, 10**9, 3_300 * 10**6)],
-                             [])]), previous=prev)
+    key = f"{ALICE}/0/1"
+    prev = {key: PreviousState(True, 2 * 10**9, None, None, "1", None, 0, None, 3_000 * USD)}
+    fill = records([(20, [match((ALICE, 0), (BOB, 0), ETH, 10**9, 3_300 * 10**6)], [])])
+    # Alice holds 2 ETH at $3,000 (opened in one fill) and buys 1 more at $3,300: entry 3,100
+    carried = {key: 2 * 10**9}
+    out, _ = adapt(fill, previous=prev, carried=carried)
     alice = rows(out)[0]
     assert alice["tokens_after"] == 3 * 10**9 and alice["entry"] == 3_100 * USD
+    assert carried == {key: 3 * 10**9, f"{BOB}/0/1": 10**9}
+    # had she opened 4 ETH and sold 2 since, the Indexer weighs by all 4 opened (sumOpen):
+    # (4 x 3,000 + 1 x 3,300) / 5 = 3,060
+    out, _ = adapt(fill, previous=prev, carried={key: 4 * 10**9})
+    assert rows(out)[0]["entry"] == 3_060 * USD
+
+
+def test_sum_open_is_rebuilt_from_a_positions_history():
+    long, short = True, False
+    history = {
+        "a": [(long, 4), (long, 2), (long, 3)],       # opened 4, sold 2, bought 1: 5
+        "b": [(long, 4), (short, 3), (short, 5)],     # flipped by a fill of 7, then 2 more: 9
+        "c": [(long, 4), (long, 0), (short, 1)],      # closed, then a new short of 1: 1
+    }
+    assert dydx_v4.carried_from_history(history) == {"a": 5, "b": 9, "c": 1}
 
 
 def test_liquidation_and_deleverage_mark_the_liquidated_side():
