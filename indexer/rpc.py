@@ -302,6 +302,8 @@ class Rpc:
                 ranged = parse_range_error(code, message, data)
                 if ranged is not None:
                     raise ranged
+            if isinstance(data, str) and data and data not in message:
+                message = f"{message}: {data}"  # CometBFT puts the reason in ``data``
             raise RpcError(method, code, message)
         if "result" not in reply:
             raise RpcError(method, None, f"reply without result: {str(reply)[:200]}")

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.cometbft
 #: Heights of the simulated run: they cross the v4.0.0 height (12,791,712), where
 #: settled_funding changed its key form; the chain's open_interest is read from OI_FROM on.
 START, BLOCKS, OI_FROM, MALFORMED = 12_791_400, 1_200, 12_791_900, 12_791_555
+#: Below this height the node sends attribute keys and values base64-encoded (CometBFT 0.34).
+BASE64_BELOW = START + 150
 USD = 10**18
 
 
@@ -36,7 +38,7 @@ USD = 10**18
 def chain(tmp_path_factory) -> tuple[Path, Truth]:
     folder = tmp_path_factory.mktemp("dydx_chain")
     truth = simulate(folder, seed=3, start_height=START, blocks=BLOCKS, open_interest_from=OI_FROM,
-                     malformed_at=MALFORMED)
+                     malformed_at=MALFORMED, base64_attributes_below=BASE64_BELOW)
     return folder, truth
 
 
@@ -227,6 +229,41 @@ def test_a_lying_or_broken_node_is_stopped_before_writing(chain, tmp_path, capsy
     finally:
         store.close()
     assert cp < bad  # everything before the bad block, nothing from it on
+
+
+def test_a_node_without_the_results_says_what_it_must_keep(chain, tmp_path, capsys):
+    folder, _ = chain
+    with ReplayNode(folder, faults=Faults(drop_results_at=START + 77)) as node:
+        cfg = write_dydx_config(tmp_path / "c.yaml", node.url, START, max_block_range=40)
+        assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"does not keep block {START + 77}" in err and "discard_abci_responses = false" in err
+
+
+def test_a_node_that_never_answers_is_reported_not_waited_on(chain, tmp_path, capsys):
+    """A node that accepts connections and never answers: the backfill ends with an error naming
+    the node, after request_timeout x max_attempts, having stored what it fetched before."""
+    folder, _ = chain
+    with ReplayNode(folder, faults=Faults(hang_after=30)) as node:
+        cfg = write_dydx_config(tmp_path / "c.yaml", node.url, START, max_block_range=40,
+                                request_timeout=0.5, max_attempts=2)
+        started = time.monotonic()
+        code = run_cli("backfill", "--config", str(cfg), "--no-progress")
+        took = time.monotonic() - started
+    err = " ".join(capsys.readouterr().err.split())
+    assert code != 0 and "cannot reach RPC http://127.0.0.1" in err and "timeout" in err, err
+    assert took < 30
+
+
+def test_every_request_is_batched_within_the_nodes_limit(chain, tmp_path):
+    folder, truth = chain
+    with ReplayNode(folder) as node:  # refuses batches over 10, as CometBFT does by default
+        cfg = write_dydx_config(tmp_path / "c.yaml", node.url, START, max_block_range=40)
+        assert run_cli("backfill", "--config", str(cfg), "--to", str(START + 399),
+                       "--no-progress") == 0
+        counts = dict(node.requests)
+    assert counts["block"] == counts["block_results"] == 400
+    assert counts["batch"] == 80  # 5 heights (10 requests) per HTTP request
 
 
 def test_wrong_network_is_refused(chain, tmp_path, capsys):

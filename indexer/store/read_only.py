@@ -192,6 +192,7 @@ class ReadOnlyQueries:
                     raise QueryRefused("the statement returns no rows")
                 if kind != "EXPLAIN":
                     relation = relation.limit(limit + 1)
+                relation = _bignums_as_text(relation)
                 reader = relation.to_arrow_reader(BATCH_ROWS)
                 result = Result(list(relation.columns), [str(t) for t in relation.types],
                                 reader, limit)
@@ -225,6 +226,18 @@ class ReadOnlyQueries:
             with self._idle:
                 self._active.discard(cur)
                 self._idle.notify_all()
+
+
+def _bignums_as_text(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """BIGNUM columns (the exact ``*_raw`` integers) as decimal text: DuckDB hands them to Arrow
+    as opaque bytes, which no reader can show."""
+    types = [str(t) for t in relation.types]
+    if "BIGNUM" not in types:
+        return relation
+    names = [n.replace('"', '""') for n in relation.columns]
+    return relation.project(", ".join(
+        f'"{n}"::VARCHAR AS "{n}"' if t == "BIGNUM" else f'"{n}"'
+        for n, t in zip(names, types, strict=True)))
 
 
 def _first_line(error: BaseException) -> str:

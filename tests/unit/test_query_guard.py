@@ -95,6 +95,19 @@ def test_reads_are_exact_and_limits_hold(store):
     queries.close()
 
 
+def test_exact_raw_integers_arrive_as_decimal_text(store):
+    """BIGNUM columns (the ``*_raw`` integers, e.g. 1e30-scaled GMX amounts) reach readers as
+    their decimal digits, not as DuckDB's opaque bytes."""
+    queries = store.read_only_queries(Limits(timeout=5, max_rows=5))
+    raw = "-" + "9" * 45
+    with queries.run(f"SELECT '{raw}'::BIGNUM AS r, 5::BIGNUM AS five, 1 AS n",
+                     stream=True) as result:
+        buf = io.BytesIO()
+        write_arrow_stream(result, buf.write)
+    assert read_arrow_stream(buf.getvalue()).to_pylist() == [{"r": raw, "five": "5", "n": 1}]
+    queries.close()
+
+
 def test_text_formats_keep_exact_amounts():
     out = io.StringIO()
     write_rows(["a", "d"], [(2**60, BIG), (None, Decimal("1.500"))], "jsonl", out)
