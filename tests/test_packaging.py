@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
 PROTOCOLS = ("gmx_v1", "gmx_v2", "perp_v2", "synthetix_perps_v2", "gtrade")
 RPC_VARS = ("ARBITRUM_RPC_URL", "AVALANCHE_RPC_URL", "OPTIMISM_RPC_URL", "POLYGON_RPC_URL",
-            "BASE_RPC_URL")
+            "BASE_RPC_URL", "DYDX_RPC_URL", "DYDX_REST_URL")
 
 #: Run inside the fresh venv: where things come from, and every shipped config loaded and planned.
 _PROBE = """

@@ -18,7 +18,7 @@ from itertools import pairwise
 
 import pytest
 
-from indexer import backfill as backfill_module
+from indexer.chains import evm as evm_module
 from indexer import rpc as rpc_module
 from indexer.engine import fetch as engine_fetch
 from indexer.engine.source import Tuning
@@ -227,14 +227,14 @@ def test_small_ranges_are_committed_together_losing_nothing(
     target = 40  # ledger rows a commit gathers (the recording holds 269)
     tuning = Tuning(response_bytes=20_000, commit_rows=target)
     prepared = []
-    real_prepare = backfill_module.prepare
+    real_prepare = evm_module.prepare
 
     def prepare(*args, **kwargs):
         p = real_prepare(*args, **kwargs)
         prepared.append((p.lo, p.hi, p.rows.change_count))
         return p
 
-    monkeypatch.setattr(backfill_module, "prepare", prepare)
+    monkeypatch.setattr(evm_module, "prepare", prepare)
     commits = _record_commits(monkeypatch)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=5000)
     assert run_cli("backfill", "--config", str(cfg), "--no-progress", tuning=tuning) == 0
