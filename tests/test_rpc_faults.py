@@ -18,8 +18,8 @@ from itertools import pairwise
 
 import pytest
 
-from indexer.chains import evm as evm_module
 from indexer import rpc as rpc_module
+from indexer.chains import evm as evm_module
 from indexer.engine import fetch as engine_fetch
 from indexer.engine.source import Tuning
 from indexer.errors import AnswerTooLarge, RpcError, StoreError
