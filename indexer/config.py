@@ -67,7 +67,7 @@ class ChainConfig:
     batch_size: int = 10
     #: CometBFT (dYdX): the first height whose state carries each perpetual's ``open_interest``
     #: (the v5.0.0 upgrade on mainnet); below it the chain's figure is not read.
-    open_interest_from: int = 0
+    open_interest_from: int | None = None
 
 
 def network_chain_id(network: str) -> int:
@@ -349,7 +349,7 @@ def _load_cometbft_chain(file: str, name: str, r: _Reader, need_rpc: bool) -> Ch
         requests_in_flight=r.int("requests_in_flight", 8, minimum=1),
         batch_size=r.int("batch_size", 10, minimum=2),
         kind="cometbft", network=network, rest_urls=rest_urls,
-        open_interest_from=r.int("open_interest_from", 0))
+        open_interest_from=r.int("open_interest_from", None))
     r.done()
     return cfg
 

@@ -41,7 +41,7 @@ class AdapterContext:
     #: The chain's own open interest per market as last stored before the batch.
     open_interest: dict[str, int] = field(default_factory=dict)
     #: The first height whose chain state carries open interest (the chain's ``open_interest_from``).
-    open_interest_from: int = 0
+    open_interest_from: int | None = None
     #: For adapters with ``carried_from_history``: what they carry from batch to batch, which
     #: ``to_changes`` updates in place (e.g. dYdX's sumOpen per position).
     carried: dict[str, Any] = field(default_factory=dict)

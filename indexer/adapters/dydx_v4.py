@@ -288,7 +288,10 @@ def _funding_tick(out: AdapterOutput, row: int, height: int, ctx: AdapterContext
         params = item.get("params") or {}
         perp = str(int(params["id"]))
         out.funding.append(row, perp, int(item.get("funding_index") or 0))
-        if height < ctx.open_interest_from or item.get("open_interest") is None:
+        # below v5.0.0 the state has no open_interest, yet the REST answer shows "0": read it
+        # only from the configured height (None: never)
+        if ctx.open_interest_from is None or height < ctx.open_interest_from \
+                or item.get("open_interest") is None:
             continue
         value = int(item["open_interest"])
         out.open_interest.row.append(row)

@@ -59,10 +59,17 @@ class CometBlock:
                 "timestamp": hex(self.time)}
 
 
-def _height_error(e: RpcError, height: int) -> Exception:
+#: Heights this close to the node's latest may lack results for a moment: CometBFT saves a block
+#: before FinalizeBlock runs and its results after, so "no results" there means "not yet".
+TIP_RACE = 2
+
+
+def _height_error(e: RpcError, height: int, latest: int | None = None) -> Exception:
     text = str(e)
     if any(t in text for t in _NOT_YET):
         return BlockMissing(f"the node has no block {height} yet ({text})")
+    if latest is not None and height >= latest - TIP_RACE and any(t in text for t in _NOT_KEPT):
+        return BlockMissing(f"the node has no results for block {height} yet ({text})")
     if any(t in text for t in _NOT_KEPT):
         return RpcError(e.method, e.code, f"the node does not keep block {height} or its results "
                         f"({text}); history needs an archive node that keeps ABCI responses "
@@ -146,7 +153,7 @@ class CometChain:
             block, results = replies[2 * i], replies[2 * i + 1]
             for reply in (block, results):
                 if isinstance(reply, RpcError):
-                    raise _height_error(reply, h)
+                    raise _height_error(reply, h, self.safe_head())
             out.append(self._block(h, block, results, types))
         return out
 

@@ -234,10 +234,11 @@ def _bignums_as_text(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelati
     types = [str(t) for t in relation.types]
     if "BIGNUM" not in types:
         return relation
-    names = [n.replace('"', '""') for n in relation.columns]
+    # by position: two result columns may share a name (a self-join's a.x, b.x)
     return relation.project(", ".join(
-        f'"{n}"::VARCHAR AS "{n}"' if t == "BIGNUM" else f'"{n}"'
-        for n, t in zip(names, types, strict=True)))
+        f'#{i}::VARCHAR AS "{n}"' if t == "BIGNUM" else f'#{i} AS "{n}"'
+        for i, (n, t) in enumerate(zip([c.replace('"', '""') for c in relation.columns], types,
+                                       strict=True), start=1)))
 
 
 def _first_line(error: BaseException) -> str:

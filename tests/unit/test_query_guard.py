@@ -105,6 +105,8 @@ def test_exact_raw_integers_arrive_as_decimal_text(store):
         buf = io.BytesIO()
         write_arrow_stream(result, buf.write)
     assert read_arrow_stream(buf.getvalue()).to_pylist() == [{"r": raw, "five": "5", "n": 1}]
+    with queries.run("SELECT 1::BIGNUM AS x, 2::BIGNUM AS x") as result:  # a self-join's a.x, b.x
+        assert list(result.rows()) == [("1", "2")]
     queries.close()
 
 
