@@ -54,15 +54,20 @@ def clean(chain, tmp_path_factory) -> tuple[Path, dict]:
     return tmp / "db.duckdb", dump(tmp / "db.duckdb")
 
 
-def ledger(db: Path) -> list[tuple]:
+def rows_of(db: Path, *sqls: str) -> list[list[tuple]]:
+    """The rows of each query, from the database opened read-only."""
     store = Store(db, read_only=True)
     try:
-        return store.query(
-            "SELECT block_number, log_index, position_key, is_long, kind, "
-            "size_after_tokens_raw::VARCHAR, entry_price_raw::VARCHAR, tx_hash "
-            "FROM position_changes ORDER BY block_number, log_index")[1]
+        return [store.query(sql)[1] for sql in sqls]
     finally:
         store.close()
+
+
+def ledger(db: Path) -> list[tuple]:
+    (rows,) = rows_of(db, "SELECT block_number, log_index, position_key, is_long, kind, "
+                          "size_after_tokens_raw::VARCHAR, entry_price_raw::VARCHAR, tx_hash "
+                          "FROM position_changes ORDER BY block_number, log_index")
+    return rows
 
 
 def positions_by_height(rows: list[tuple], heights: list[int]
@@ -108,12 +113,8 @@ def test_positions_and_open_interest_equal_the_chain_at_every_checkpoint(chain, 
 def test_entry_prices_follow_the_indexer_rule(chain, clean):
     _, truth = chain
     db, _ = clean
-    store = Store(db, read_only=True)
-    try:
-        _, rows = store.query("SELECT position_key, entry_price_raw::VARCHAR, size_tokens_raw::VARCHAR"
-                              " FROM positions WHERE status = 'open'")
-    finally:
-        store.close()
+    (rows,) = rows_of(db, "SELECT position_key, entry_price_raw::VARCHAR, "
+                          "size_tokens_raw::VARCHAR FROM positions WHERE status = 'open'")
     want = truth.entry_price(truth.last_height)
     assert len(rows) == len(want) and rows
     for key, entry, _ in rows:
@@ -141,17 +142,12 @@ def test_liquidations_deleverages_and_final_settlement(chain, clean):
 def test_funding_indexes_payments_and_the_chains_open_interest(chain, clean):
     _, truth = chain
     db, _ = clean
-    store = Store(db, read_only=True)
-    try:
-        _, funding = store.query("SELECT block_number, market, rate_raw::VARCHAR "
-                                 "FROM funding_updates")
-        _, oi = store.query("SELECT block_number, market, next_value_raw::VARCHAR "
-                            "FROM protocol_open_interest WHERE unit = 'tokens' AND is_long")
-        _, paid = store.query("SELECT position_key, sum(amount_raw)::VARCHAR FROM "
-                              "funding_payments GROUP BY 1")
-        _, assets = store.query("SELECT market, asset FROM market_assets")
-    finally:
-        store.close()
+    funding, oi, paid, assets = rows_of(
+        db, "SELECT block_number, market, rate_raw::VARCHAR FROM funding_updates",
+        "SELECT block_number, market, next_value_raw::VARCHAR FROM protocol_open_interest "
+        "WHERE unit = 'tokens' AND is_long",
+        "SELECT position_key, sum(amount_raw)::VARCHAR FROM funding_payments GROUP BY 1",
+        "SELECT market, asset FROM market_assets")
     ticks = sorted({b for b, _, _ in funding})
     assert len(ticks) >= 10
     for h in ticks:
@@ -175,11 +171,7 @@ def test_funding_indexes_payments_and_the_chains_open_interest(chain, clean):
 def test_malformed_events_are_quarantined_with_reasons(chain, clean):
     _, truth = chain
     db, _ = clean
-    store = Store(db, read_only=True)
-    try:
-        _, rows = store.query("SELECT block_number, topics, reason FROM quarantine")
-    finally:
-        store.close()
+    (rows,) = rows_of(db, "SELECT block_number, topics, reason FROM quarantine")
     assert sorted(b for b, _, _ in rows) == [MALFORMED] * len(truth.malformed) and rows
     reasons = " | ".join(r for _, _, r in rows)
     assert "not an integer" in reasons and "lacks perpetual_id" in reasons
@@ -224,11 +216,7 @@ def test_a_lying_or_broken_node_is_stopped_before_writing(chain, tmp_path, capsy
         assert run_cli("backfill", "--config", str(cfg), "--no-progress") == 1
     err = " ".join(capsys.readouterr().err.split())
     assert ("asked for height" in err) if fault == "lie_height" else ("does not link" in err), err
-    store = Store(tmp_path / "db.duckdb", read_only=True)
-    try:
-        (cp,), = store.query("SELECT block_number FROM checkpoints")[1]
-    finally:
-        store.close()
+    ((cp,),) = rows_of(tmp_path / "db.duckdb", "SELECT block_number FROM checkpoints")[0]
     assert cp < bad  # everything before the bad block, nothing from it on
 
 
