@@ -1,15 +1,17 @@
 """Backfill: history from the checkpoint (or --from) up to the safe head, range after range
-through the three stages (fetch ahead, prepare, commit on the writer thread). Resumable."""
+through the three stages (fetch ahead, prepare, commit on the writer thread). Resumable. The
+sources of a config run at once, through one writer (:func:`backfill_all`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import closing
 
 from indexer.chains import Chain
-from indexer.engine.commit import CommitQueue
+from indexer.engine.commit import CommitQueue, single_writer
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import ScanState
 from indexer.errors import ConfigError
@@ -48,7 +50,8 @@ def resume_point(state: ScanState, store: Store, from_block: int | None, file: s
 
 
 def run_ranges(state: ScanState, chain: Chain, store: Store, lo: int, hi: int,
-               start_block: int, stop: threading.Event, on_range: OnRange | None = None) -> int:
+               start_block: int, stop: threading.Event, on_range: OnRange | None = None,
+               writer: ThreadPoolExecutor | None = None) -> int:
     """Index [lo, hi] range by range, committing in order, while the next ranges are fetched
     (threads, see :func:`fetch_ahead`) and, unless the adapter reads prior state, while the
     next one is prepared: commits run on the writer thread, at most one behind. Returns the
@@ -63,7 +66,7 @@ def run_ranges(state: ScanState, chain: Chain, store: Store, lo: int, hi: int,
             on_range(state, r)
 
     with closing(chain.ranges(state, store, lo, hi, stop)) as ranges, \
-            CommitQueue(store, start_block, gather, committed) as queue:
+            CommitQueue(store, start_block, gather, committed, writer) as queue:
         for fetched in ranges:
             if stop.is_set():
                 break
@@ -78,9 +81,10 @@ def run_ranges(state: ScanState, chain: Chain, store: Store, lo: int, hi: int,
 def backfill(state: ScanState, chain: Chain, store: Store, from_block: int | None,
              to_block: int | None, file: str, stop: threading.Event,
              on_range: OnRange | None = None,
-             on_plan: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+             on_plan: Callable[[int, int], None] | None = None,
+             writer: ThreadPoolExecutor | None = None) -> tuple[int, int]:
     """Index history from the checkpoint (or --from) to --to / the safe head. Returns (last
-    block committed, the target)."""
+    block committed, the target). ``writer``: the commit thread shared with other sources."""
     chain.check()
     lo, start_block = resume_point(state, store, from_block, file)
     head = chain.safe_head()
@@ -91,4 +95,29 @@ def backfill(state: ScanState, chain: Chain, store: Store, from_block: int | Non
         on_plan(lo, hi)
     if lo > hi:
         return lo - 1, hi
-    return run_ranges(state, chain, store, lo, hi, start_block, stop, on_range), hi
+    return run_ranges(state, chain, store, lo, hi, start_block, stop, on_range, writer), hi
+
+
+#: One source's backfill as :func:`backfill_all` runs it: (state, its writer) -> (done, target).
+RunOne = Callable[[ScanState, ThreadPoolExecutor], tuple[int, int]]
+
+
+def backfill_all(states: list[ScanState], run_one: RunOne) -> dict[str, tuple[int, int] | BaseException]:
+    """Backfill every source at once, each on a thread of its own (fetching and preparing),
+    all committing through one writer thread: the wall time approaches the slowest source's,
+    not the sum, while the database keeps one writer. A source that fails does not stop the
+    others (each commits what it finished); its error is its result. Sources of one chain
+    share that chain's client, so its endpoints' request limits hold for all of them."""
+    results: dict[str, tuple[int, int] | BaseException] = {}
+    writer = single_writer()
+    with ThreadPoolExecutor(max(len(states), 1), thread_name_prefix="source") as pool:
+        futures = {pool.submit(run_one, state, writer): state.source.name for state in states}
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                results[name] = future.result()
+            except BaseException as e:  # noqa: BLE001 - reported per source by the caller
+                logger.error("%s: backfill failed: %s", name, e)
+                results[name] = e
+    writer.shutdown(wait=True)
+    return {s.source.name: results[s.source.name] for s in states}

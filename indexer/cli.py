@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -35,13 +36,14 @@ from rich.table import Table
 
 from indexer import __version__
 from indexer.alerts import ImbalanceWatch
-from indexer.backfill import backfill
+from indexer.backfill import backfill, backfill_all
 from indexer.chains import Chain
 from indexer.chains.cometbft import CometChain
 from indexer.chains.evm import EvmChain
 from indexer.client import Connection, QueryError
 from indexer.config import UNSET_RPC, ChainConfig, Config, load_config
 from indexer.daemon import sync
+from indexer.endpoints import load_learnt, save_learnt
 from indexer.engine.ranges import BlockRange
 from indexer.engine.source import DUCKDB_SHARE, ScanState, Tuning, build_source
 from indexer.errors import AbiError, ChainMismatch, ConfigError, IndexerError, redact_url
@@ -88,14 +90,29 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def _chains(states: list[ScanState], tuning: Tuning) -> dict[str, Chain]:
+def _chains(cfg: Config, states: list[ScanState], tuning: Tuning) -> dict[str, Chain]:
+    """The chains the sources read, with what earlier runs learnt of their endpoints."""
+    learnt = load_learnt(_learnt_file(cfg))
     out: dict[str, Chain] = {}
     for state in states:
         c = state.source.chain
         if c.name not in out:
-            out[c.name] = (CometChain.connect(c, tuning) if c.kind == "cometbft"
-                           else EvmChain.connect(c, tuning))
+            kept = learnt.get(c.name)
+            out[c.name] = (CometChain.connect(c, tuning, kept) if c.kind == "cometbft"
+                           else EvmChain.connect(c, tuning, kept))
     return out
+
+
+def _learnt_file(cfg: Config) -> Path:
+    """Where the endpoints' learnt limits are kept: beside the database."""
+    return cfg.database.with_name(cfg.database.name + ".endpoints.json")
+
+
+def _close_chains(cfg: Config, chains: dict[str, Chain]) -> None:
+    """Keep what was learnt of the endpoints, then close the connections."""
+    save_learnt(_learnt_file(cfg), {name: c.learnt() for name, c in chains.items()})
+    for c in chains.values():
+        c.close()
 
 
 def _states(cfg: Config, tuning: Tuning, only: str | None = None) -> list[ScanState]:
@@ -140,7 +157,7 @@ def _stop_serving(server: ThreadingHTTPServer | None) -> None:
 def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     states = _states(cfg, args.tuning, args.source)
-    chains = _chains(states, args.tuning)
+    chains = _chains(cfg, states, args.tuning)
     store = _writer_store(cfg)
     server = None
     try:
@@ -150,45 +167,75 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 TextColumn("blocks  {task.fields[logs]} logs  {task.fields[rate]} logs/s"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 console=err, disable=args.no_progress) as progress:
-            for state in states:
-                name = state.source.name
-                task = progress.add_task(name, total=None, logs=0, rate="-")
-                started = time.monotonic()
-                totals = {"logs": 0, "changes": 0, "quarantined": 0}
-
-                def on_plan(lo: int, hi: int, task: Any = task) -> None:
-                    progress.update(task, total=max(hi - lo + 1, 0), completed=0)
-
-                def on_range(state: ScanState, r: BlockRange, task: Any = task,
-                             started: float = started, totals: dict[str, int] = totals) -> None:
-                    totals["logs"] += r.log_count
-                    totals["changes"] += r.written
-                    totals["quarantined"] += r.quarantined
-                    rate = totals["logs"] / max(time.monotonic() - started, 1e-6)
-                    progress.update(task, advance=r.hi - r.lo + 1, logs=totals["logs"],
-                                    rate=f"{rate:,.0f}")
-
-                done, hi = backfill(state, chains[state.source.chain.name], store,
-                                    args.from_block, args.to_block, cfg.file, stop, on_range,
-                                    on_plan)
-                logger.info("%s: indexed up to block %d of %d: %d logs, %d position changes, "
-                            "%d quarantined, %.1fs", name, done, hi, totals["logs"],
-                            totals["changes"], totals["quarantined"], time.monotonic() - started)
-                if stop.is_set():
-                    logger.info("stopped by signal; resume with the same command")
-                    break
+            results = backfill_all(states, _backfill_one(args, cfg, chains, store, stop,
+                                                         progress, len(states) > 1))
+        failed = {name: r for name, r in results.items() if isinstance(r, BaseException)}
+        if stop.is_set():
+            logger.info("stopped by signal; resume with the same command")
+        if failed:
+            first = next(iter(failed.values()))
+            if len(failed) > 1:
+                logger.error("%d sources failed: %s", len(failed), ", ".join(failed))
+            raise first
     finally:
         _stop_serving(server)
         store.close()
-        for c in chains.values():
-            c.close()
+        _close_chains(cfg, chains)
     return 0
+
+
+def _backfill_one(args: argparse.Namespace, cfg: Config, chains: dict[str, Chain], store: Store,
+                  stop: threading.Event, progress: Progress, total_line: bool
+                  ) -> Callable[[ScanState, ThreadPoolExecutor], tuple[int, int]]:
+    """One source's backfill as :func:`backfill_all` runs it, with its progress line (and, for
+    several sources, a total line: blocks of every source, logs and ETA of them all)."""
+    total = (progress.add_task("all sources", total=0, logs=0, rate="-") if total_line
+             else None)
+    started = time.monotonic()
+    lock = threading.Lock()
+    all_logs = [0]
+
+    def run(state: ScanState, writer: ThreadPoolExecutor) -> tuple[int, int]:
+        name = state.source.name
+        task = progress.add_task(name, total=None, logs=0, rate="-")
+        totals = {"logs": 0, "changes": 0, "quarantined": 0}
+        began = time.monotonic()
+
+        def on_plan(lo: int, hi: int) -> None:
+            progress.update(task, total=max(hi - lo + 1, 0), completed=0)
+            if total is not None:
+                with lock:
+                    planned = progress.tasks[total].total or 0
+                    progress.update(total, total=planned + max(hi - lo + 1, 0))
+
+        def on_range(state: ScanState, r: BlockRange) -> None:
+            totals["logs"] += r.log_count
+            totals["changes"] += r.written
+            totals["quarantined"] += r.quarantined
+            rate = totals["logs"] / max(time.monotonic() - began, 1e-6)
+            progress.update(task, advance=r.hi - r.lo + 1, logs=totals["logs"],
+                            rate=f"{rate:,.0f}")
+            if total is not None:
+                with lock:
+                    all_logs[0] += r.log_count
+                    rate = all_logs[0] / max(time.monotonic() - started, 1e-6)
+                    progress.update(total, advance=r.hi - r.lo + 1, logs=all_logs[0],
+                                    rate=f"{rate:,.0f}")
+
+        done, hi = backfill(state, chains[state.source.chain.name], store, args.from_block,
+                            args.to_block, cfg.file, stop, on_range, on_plan, writer)
+        logger.info("%s: indexed up to block %d of %d: %d logs, %d position changes, "
+                    "%d quarantined, %.1fs", name, done, hi, totals["logs"], totals["changes"],
+                    totals["quarantined"], time.monotonic() - began)
+        return done, hi
+
+    return run
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     states = _states(cfg, args.tuning)
-    chains = _chains(states, args.tuning)
+    chains = _chains(cfg, states, args.tuning)
     store = _writer_store(cfg)
 
     def on_range(state: ScanState, r: BlockRange) -> None:
@@ -230,8 +277,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         _stop_serving(server)
         store.close()
-        for c in chains.values():
-            c.close()
+        _close_chains(cfg, chains)
     return 0
 
 

@@ -137,7 +137,7 @@ DUMP_TABLES = {
                               "ORDER BY block_number, log_index, market",
     "funding_updates": "SELECT * FROM funding_updates ORDER BY block_number, log_index, market",
     "protocol_parameters": "SELECT * FROM protocol_parameters ORDER BY block_number, name",
-    "checkpoints": "SELECT * EXCLUDE (updated_at, last_error) FROM checkpoints",
+    "checkpoints": "SELECT * EXCLUDE (updated_at, last_error) FROM checkpoints ORDER BY source",
     "quarantine": "SELECT count(*) FROM quarantine",
 }
 

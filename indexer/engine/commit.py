@@ -47,6 +47,12 @@ def merged(batch: list[BlockRange]) -> BlockRange:
                       sum(p.refetched for p in batch), joined)
 
 
+def single_writer() -> ThreadPoolExecutor:
+    """The one thread commits run on (DuckDB allows one writing process; one thread keeps
+    transactions from meeting inside it)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="commit")
+
+
 def commit(store: Store, prepared: BlockRange, start_block: int) -> BlockRange:
     """Commit a prepared range with its checkpoint (one transaction)."""
     assert prepared.rows is not None, "commit of a range that was not prepared"
@@ -60,14 +66,19 @@ class CommitQueue:
     caller, in the order given. Ranges are gathered until they hold ``gather_rows`` ledger rows
     (0: each alone). ``on_commit`` sees each committed range, on the caller's thread.
 
+    Sources indexed at once share one ``writer`` (see :func:`single_writer`): their commits queue on
+    its one thread, so the database has one writer whatever the number of sources.
+
     Leaving the ``with`` block waits for the commit under way; on an error, what was gathered
     before it is committed first, then the error goes on."""
 
     def __init__(self, store: Store, start_block: int, gather_rows: int,
-                 on_commit: Callable[[BlockRange], None] | None = None) -> None:
+                 on_commit: Callable[[BlockRange], None] | None = None,
+                 writer: ThreadPoolExecutor | None = None) -> None:
         self.store, self.start_block, self.gather_rows = store, start_block, gather_rows
         self.on_commit = on_commit
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        self._own_writer = writer is None
+        self._writer = writer or single_writer()
         self._pending: Future[BlockRange] | None = None
         self._batch: list[BlockRange] = []
 
@@ -103,4 +114,5 @@ class CommitQueue:
             self.flush()
             self.wait()
         finally:
-            self._writer.shutdown(wait=True)
+            if self._own_writer:
+                self._writer.shutdown(wait=True)

@@ -18,6 +18,7 @@ Modules: ``ledger`` (commit a range, refresh positions), ``rollback`` (undo a re
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -54,7 +55,12 @@ SCHEMA_VERSION = 2
 
 class Store(Rollback, Readers):
     """A connection to a DuckDB file: the writer's (one process), or a read-only one (see
-    :meth:`Store.read_only_queries`). A context manager: ``with Store(path) as store: ...`` closes it."""
+    :meth:`Store.read_only_queries`). A context manager: ``with Store(path) as store: ...`` closes it.
+
+    Safe to use from several threads: a DuckDB connection is not, so each thread other than the
+    one that opened the store works on a cursor of its own (:attr:`con`), with its own
+    transactions over the same database (sources prepared on their threads read while the
+    writer thread commits)."""
 
     def __init__(self, path: Path | str, read_only: bool = False,
                  memory_limit_mb: int | None = None) -> None:
@@ -62,7 +68,7 @@ class Store(Rollback, Readers):
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self._root = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise StoreError(
@@ -72,6 +78,10 @@ class Store(Rollback, Readers):
             raise StoreError(f"{self.path}: cannot open database: {e}") from None
         self.read_only = read_only
         self.rollbacks = 0
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
         try:
             self._check_layout()
             if memory_limit_mb is not None:
@@ -85,8 +95,21 @@ class Store(Rollback, Readers):
                 if self.con.execute("SELECT count(*) FROM analytics_settings").fetchone() == (0,):
                     self.con.execute("INSERT INTO analytics_settings VALUES (0.5, 0.4)")
         except BaseException:
-            self.con.close()
+            self._root.close()
             raise
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """This thread's connection: the store's own on the thread that opened it, else a
+        cursor kept for the thread."""
+        if threading.get_ident() == self._owner:
+            return self._root
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self._root.cursor()
+            with self._cursors_lock:
+                self._cursors.append(cursor)
+        return cursor
 
     def _check_layout(self) -> None:
         """A database written by another layout is refused, naming the rebuild."""
@@ -107,7 +130,11 @@ class Store(Rollback, Readers):
                 "with `perp-indexer backfill --config <your config>`")
 
     def close(self) -> None:
-        self.con.close()
+        with self._cursors_lock:
+            cursors, self._cursors = self._cursors, []
+        for cursor in cursors:
+            cursor.close()
+        self._root.close()
 
     def __enter__(self) -> Store:
         return self

@@ -96,7 +96,9 @@ def changes_table(rows: RangeRows) -> tuple[pa.Table, list[tuple[Any, ...]]]:
 class LedgerWriter:
     """The writer's ledger operations (mixed into :class:`indexer.store.Store`)."""
 
-    con: duckdb.DuckDBPyConnection
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        raise NotImplementedError  # the Store's: a connection per thread
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.con)

@@ -28,7 +28,9 @@ class Checkpoint:
 class Readers:
     """Reads of a store's connection (mixed into :class:`indexer.store.Store`)."""
 
-    con: duckdb.DuckDBPyConnection
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        raise NotImplementedError  # the Store's: a connection per thread
     path: Path
 
     def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None

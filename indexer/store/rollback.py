@@ -12,7 +12,9 @@ from indexer.store.sql import statement
 class Rollback(LedgerWriter):
     """The writer's rollback (mixed into :class:`indexer.store.Store`)."""
 
-    con: duckdb.DuckDBPyConnection
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        raise NotImplementedError  # the Store's: a connection per thread
     #: Rollbacks done through this connection: state cached from the store (markets) is stale
     #: when it moves.
     rollbacks: int = 0
