@@ -53,9 +53,13 @@ class ChainConfig:
     max_attempts: int
     #: Seconds between head polls in ``sync``.
     poll_interval: float
-    #: eth_getLogs requests of one protocol in flight at once while catching up (the ranges ahead
-    #: of the one being decoded and stored); on a CometBFT chain, block batches in flight.
-    requests_in_flight: int = 2
+    #: Most requests in flight at once to the chain's endpoints while catching up (the ranges
+    #: ahead of the one being decoded and stored); each endpoint's own window is learnt below
+    #: it (``indexer.endpoints``). On a CometBFT chain, block batches in flight.
+    requests_in_flight: int = 16
+    #: A known requests-a-second limit of each endpoint (a provider plan's); None: learnt from
+    #: its rate-limit answers.
+    requests_per_second: float | None = None
     #: ``evm`` (eth_getLogs) or ``cometbft`` (block_results events and Cosmos REST state).
     kind: str = "evm"
     #: CometBFT: the network name the node reports (``dydx-mainnet-1``); checked at start-up.
@@ -233,8 +237,11 @@ class _Reader:
         return value
 
     def float(self, name: builtins.str, default: Any = MISSING,
-              minimum: builtins.float = 0.0) -> builtins.float:
+              minimum: builtins.float = 0.0) -> Any:
+        """A number > ``minimum`` (or ``default``, which may be None)."""
         value = self.raw(name, default)
+        if value is None and default is None:
+            return value
         try:
             number = float(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
@@ -259,11 +266,12 @@ class _Reader:
 
 
 _CHAIN_KEYS = ("chain_id", "rpc_url", "confirmations", "use_finalized_tag", "max_block_range",
-               "request_timeout", "max_attempts", "poll_interval", "requests_in_flight")
+               "request_timeout", "max_attempts", "poll_interval", "requests_in_flight",
+               "requests_per_second")
 #: Keys of a CometBFT chain (``kind: cometbft``); the EVM-only ones are refused there.
 _COMETBFT_KEYS = ("kind", "network", "chain_id", "rpc_url", "rest_url", "max_block_range",
                   "request_timeout", "max_attempts", "poll_interval", "requests_in_flight",
-                  "open_interest_from", "batch_size")
+                  "requests_per_second", "open_interest_from", "batch_size")
 _KINDS = ("evm", "cometbft")
 
 
@@ -315,7 +323,8 @@ def _load_chain(file: str, name: str, data: Any, need_rpc: bool = True) -> Chain
         request_timeout=r.float("request_timeout", 30.0),
         max_attempts=r.int("max_attempts", 5, minimum=1),
         poll_interval=r.float("poll_interval", 2.0),
-        requests_in_flight=r.int("requests_in_flight", 2, minimum=1),
+        requests_in_flight=r.int("requests_in_flight", 16, minimum=1),
+        requests_per_second=r.float("requests_per_second", None),
     )
     r.done()
     return cfg
@@ -347,6 +356,7 @@ def _load_cometbft_chain(file: str, name: str, r: _Reader, need_rpc: bool) -> Ch
         max_attempts=r.int("max_attempts", 5, minimum=1),
         poll_interval=r.float("poll_interval", 1.0),
         requests_in_flight=r.int("requests_in_flight", 8, minimum=1),
+        requests_per_second=r.float("requests_per_second", None),
         batch_size=r.int("batch_size", 10, minimum=2),
         kind="cometbft", network=network, rest_urls=rest_urls,
         open_interest_from=r.int("open_interest_from", None))

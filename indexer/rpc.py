@@ -19,13 +19,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import httpx
 import msgspec
 import tenacity
 
+from indexer.endpoints import Endpoints, endpoint_key
 from indexer.errors import (
     AnswerTooLarge,
     BlockMissing,
@@ -115,6 +115,8 @@ class _Transient(Exception):
         #: timeout | transport | http_<status> | invalid_json | rate_limited
         self.kind = kind
         self.retry_after = retry_after
+        #: This attempt's number on its endpoint.
+        self.attempt = 1
 
     @property
     def rate_limited(self) -> bool:
@@ -133,51 +135,62 @@ def exponential_backoff(attempt: int) -> float:
     return min(0.25 * 2 ** (attempt - 1) + random.uniform(0, 0.5), 15.0)
 
 
-#: After failing over, go back to the first URL after this many seconds.
+#: After failing over, an endpoint left out is tried again after this many seconds.
 RECOVER_AFTER = 60.0
-#: Bounds of the adaptive pause between requests to an endpoint that rate-limits us.
-_PACE_MIN, _PACE_MAX = 0.05, 5.0
-
-
-def _log_retry(what: str, url: str, rs: tenacity.RetryCallState) -> None:
-    logger.warning("rpc retry %s on %s: %s (attempt %d)", what, redact_url(url),
-                   rs.outcome.exception() if rs.outcome else "?", rs.attempt_number)
+#: A node's first answer (``check``) is awaited this long, FIRST_ATTEMPTS times: a node that
+#: takes connections but never answers is reported within about half a minute.
+FIRST_TIMEOUT, FIRST_ATTEMPTS = 10.0, 2
 
 
 class Rpc:
     """A JSON-RPC client for one chain, safe to call from several threads at once.
 
-    Each endpoint has an adaptive pace: a rate-limit answer (HTTP 429 or a provider's JSON-RPC
-    rate-limit error) doubles the pause between its requests, each success shrinks it back to
-    none. After a failover the first URL is tried again once ``RECOVER_AFTER`` seconds passed.
-    ``errors`` counts failures by (redacted endpoint, kind). A context manager: ``with Rpc(urls)
-    as rpc:`` closes its connections.
+    Its endpoints (the chain's URLs) are used at once, each within the limits learnt from its
+    answers: requests in flight and requests a second (:mod:`indexer.endpoints`). A transient
+    failure is retried, on the endpoint expected to answer soonest; an endpoint that keeps
+    failing is left out for ``recover_after`` seconds. ``errors`` counts failures by
+    (redacted endpoint, kind). ``remembered``/:meth:`learnt`: the limits between runs. A
+    context manager: ``with Rpc(urls) as rpc:`` closes its connections.
     """
 
     def __init__(self, urls: Sequence[str], timeout: float = 30.0, max_attempts: int = 5, *,
                  backoff: Backoff = exponential_backoff,
-                 recover_after: float = RECOVER_AFTER) -> None:
-        """``backoff`` and ``recover_after`` are the retry timing (tests shorten them)."""
+                 recover_after: float = RECOVER_AFTER, in_flight: int = 8,
+                 max_rate: float | None = None,
+                 remembered: dict[str, dict[str, Any]] | None = None) -> None:
+        """``backoff`` and ``recover_after`` are the retry timing (tests shorten them);
+        ``in_flight`` the most requests at once, ``max_rate`` a known requests-a-second limit
+        of each endpoint."""
         if not urls:
             raise ValueError("at least one RPC URL is needed")
         self.urls = list(urls)
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self.recover_after = recover_after
+        self.endpoints = Endpoints([redact_url(u) for u in self.urls],
+                                   [endpoint_key(u) for u in self.urls], in_flight, max_rate,
+                                   recover_after, remembered)
+        #: The endpoint that answered last.
         self._active = 0
-        self._switched_at = 0.0
         self._ids = 0
         self._lock = threading.Lock()
-        self._pace = [0.0] * len(self.urls)
-        self._last = [0.0] * len(self.urls)
         self.errors: Counter[tuple[str, str]] = Counter()
-        self._client = httpx.Client(timeout=timeout, headers={"Content-Type": "application/json"})
+        limits = httpx.Limits(max_connections=in_flight + 4, max_keepalive_connections=in_flight + 4)
+        self._client = httpx.Client(timeout=timeout, limits=limits,
+                                    headers={"Content-Type": "application/json"})
 
     @property
     def endpoint(self) -> str:
-        """The endpoint in use, redacted."""
+        """The endpoint that answered last, redacted."""
         return redact_url(self.urls[self._active])
+
+    def capacity(self) -> int:
+        """Requests worth having in flight now (see ``Endpoints.capacity``)."""
+        return self.endpoints.capacity()
+
+    def learnt(self) -> dict[str, dict[str, Any]]:
+        """The endpoints' learnt limits, to remember for the next run."""
+        return self.endpoints.learnt()
 
     def close(self) -> None:
         self._client.close()
@@ -190,32 +203,17 @@ class Rpc:
 
     # -- transport -----------------------------------------------------------------------------
 
-    def _post_paced(self, index: int, body: bytes, decode: Any = None,
-                    max_bytes: int | None = None, get: _Get | None = None) -> Any:
-        wait = self._last[index] + self._pace[index] - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        self._last[index] = time.monotonic()
-        try:
-            reply = self._post_once(self.urls[index], body, decode, max_bytes, get)
-        except _Transient as e:
-            with self._lock:
-                self.errors[(redact_url(self.urls[index]), e.kind)] += 1
-            if e.rate_limited:
-                self._pace[index] = min(max(self._pace[index] * 2, _PACE_MIN), _PACE_MAX)
-            raise
-        self._pace[index] = self._pace[index] * 0.8 if self._pace[index] > 0.01 else 0.0
-        return reply
-
     def _post_once(self, url: str, body: bytes, decode: Any = None,
-                   max_bytes: int | None = None, get: _Get | None = None) -> Any:
+                   max_bytes: int | None = None, get: _Get | None = None,
+                   timeout: float | None = None) -> Any:
+        timeout = timeout or self.timeout
         try:
             if get is None:
-                request = self._client.stream("POST", url, content=body)
+                request = self._client.stream("POST", url, content=body, timeout=timeout)
             else:
                 path, params, headers = get
                 request = self._client.stream("GET", url.rstrip("/") + path, params=params,
-                                              headers=headers)
+                                              headers=headers, timeout=timeout)
             with request as resp:
                 if resp.status_code in _RETRYABLE_HTTP:
                     ra = resp.headers.get("Retry-After")
@@ -229,7 +227,7 @@ class Rpc:
                                    + (f" for {get[0]}: {said}" if get else ""))
                 content = _read_body(resp, max_bytes)
         except httpx.TimeoutException as e:
-            raise _Transient(f"timeout after {self.timeout:g}s ({type(e).__name__})",
+            raise _Transient(f"timeout after {timeout:g}s ({type(e).__name__})",
                              "timeout") from None
         except httpx.TransportError as e:
             raise _Transient(f"{type(e).__name__}: {e}", "transport") from None
@@ -243,46 +241,70 @@ class Rpc:
             raise _Transient(f"rate limited: {limited[:200]}", "rate_limited")
         return reply
 
-    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
-        """The backoff, or the server's ``Retry-After`` when longer (at most a minute)."""
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        backoff = self.backoff(retry_state.attempt_number)
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return max(min(exc.retry_after, 60.0), backoff)
-        return backoff
-
     def _post(self, payload: Any, what: str, decode: Any = None,
-              max_bytes: int | None = None, get: _Get | None = None) -> Any:
+              max_bytes: int | None = None, get: _Get | None = None,
+              first: bool = False) -> Any:
+        """Send one request, retried on transient failures: each endpoint up to
+        ``max_attempts`` times (``FIRST_ATTEMPTS`` of ``FIRST_TIMEOUT`` for a node's
+        ``first`` request), on the endpoint the limiter picks for each attempt."""
         body = _JSON_ENCODER.encode(payload) if get is None else b""
-        last: Exception | None = None
-        start = self._active
-        if start and time.monotonic() - self._switched_at > self.recover_after:
-            start = 0  # give the first URL another chance
-        for shift in range(len(self.urls)):
-            index = (start + shift) % len(self.urls)
-            url = self.urls[index]
-            retrying = tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(self.max_attempts),
-                wait=self._wait,
-                retry=tenacity.retry_if_exception_type(_Transient),
-                reraise=True,
-                before_sleep=partial(_log_retry, what, url),
-            )
+        attempts = min(self.max_attempts, FIRST_ATTEMPTS) if first else self.max_attempts
+        timeout = min(self.timeout, FIRST_TIMEOUT) if first else self.timeout
+        tries: Counter[int] = Counter()
+        failed: list[_Transient] = []
+
+        def attempt() -> Any:
+            ep = self.endpoints.acquire(frozenset(i for i, n in tries.items() if n >= attempts))
+            if ep is None:
+                raise self._unavailable(what, attempts, timeout, first, failed[-1])
+            started = time.monotonic()
             try:
-                result = retrying(self._post_paced, index, body, decode, max_bytes, get)
+                reply = self._post_once(self.urls[ep.index], body, decode, max_bytes, get,
+                                        timeout)
             except _Transient as e:
-                last = e
-                logger.error("rpc endpoint %s failed for %s: %s", redact_url(url), what, e)
-                continue
-            if index != self._active:
-                logger.warning("rpc %s to %s", "back" if index == 0 else "failover",
-                               redact_url(url))
-                self._active = index
-                self._switched_at = time.monotonic()
-            return result
+                self.endpoints.release(ep, e.kind, time.monotonic() - started, e.retry_after)
+                with self._lock:
+                    self.errors[(ep.name, e.kind)] += 1
+                tries[ep.index] += 1
+                e.attempt = tries[ep.index]
+                failed.append(e)
+                if tries[ep.index] >= attempts:
+                    logger.error("rpc endpoint %s failed for %s: %s", ep.name, what, e)
+                else:
+                    logger.warning("rpc retry %s on %s: %s (attempt %d)", what, ep.name, e,
+                                   e.attempt)
+                raise
+            except BaseException:
+                self.endpoints.release(ep, "ok", time.monotonic() - started)
+                raise
+            self.endpoints.release(ep, "ok", time.monotonic() - started)
+            if ep.index != self._active:
+                logger.warning("rpc %s to %s", "back" if ep.index == 0 else "failover", ep.name)
+                self._active = ep.index
+            return reply
+
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Transient),
+                                     wait=self._wait, stop=tenacity.stop_never, reraise=True)
+        return retrying(attempt)
+
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        """The backoff before the next attempt; none after a refusal, which the limiter paces
+        (the endpoint's learnt rate, its ``Retry-After``)."""
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if not isinstance(exc, _Transient) or exc.rate_limited:
+            return 0.0
+        return self.backoff(exc.attempt)
+
+    def _unavailable(self, what: str, attempts: int, timeout: float, first: bool,
+                     last: _Transient) -> RpcUnavailable:
         shown = ", ".join(redact_url(u) for u in self.urls)
-        raise RpcUnavailable(f"cannot reach RPC {shown} for {what} after "
-                             f"{self.max_attempts} attempts each: {last}")
+        if first and last.kind == "timeout":
+            return RpcUnavailable(f"no answer from RPC {shown} to {what} within {timeout:g} s "
+                                  f"({attempts} attempts each): the node takes connections but "
+                                  "does not answer (overloaded, still starting, or not a "
+                                  "JSON-RPC endpoint)")
+        return RpcUnavailable(f"cannot reach RPC {shown} for {what} after {attempts} attempts "
+                              f"each: {last}")
 
     def _next_id(self) -> int:
         with self._lock:
@@ -318,10 +340,12 @@ class Rpc:
         return self._post(None, f"GET {path}", get=(path, params or {}, headers or {}))
 
     def call(self, method: str, params: list[Any] | dict[str, Any] | None = None,
-             decode: Any = None, max_bytes: int | None = None) -> Any:
+             decode: Any = None, max_bytes: int | None = None, first: bool = False) -> Any:
+        """One call. ``first``: the node's first request (a short timeout, few attempts: see
+        ``FIRST_TIMEOUT``)."""
         payload = {"jsonrpc": "2.0", "id": self._next_id(), "method": method,
                    "params": params if params is not None else []}
-        return self._check(method, self._post(payload, method, decode, max_bytes))
+        return self._check(method, self._post(payload, method, decode, max_bytes, first=first))
 
     def batch(self, calls: Sequence[tuple[str, list[Any] | dict[str, Any]]], chunk: int = 100,
               return_errors: bool = False) -> list[Any]:
@@ -357,7 +381,8 @@ class Rpc:
         return results
 
     def fetch_chain_id(self) -> int:
-        return int(self.call("eth_chainId"), 16)
+        """The node's chain id; the first request made of a node (see ``FIRST_TIMEOUT``)."""
+        return int(self.call("eth_chainId", first=True), 16)
 
     def fetch_head(self, tag: str = "latest") -> int:
         if tag == "latest":

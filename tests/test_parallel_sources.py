@@ -11,8 +11,12 @@ import pytest
 
 from indexer.devnet.chain import Anvil
 from indexer.devnet.simulator import Simulator, deploy_vault, token_address
-from indexer.devnet.simulator_gtrade import COLLATERALS, SimulatorGTrade, collateral_token, \
-    deploy_diamond
+from indexer.devnet.simulator_gtrade import (
+    COLLATERALS,
+    SimulatorGTrade,
+    collateral_token,
+    deploy_diamond,
+)
 from indexer.devnet.simulator_v2 import TOKENS, SimulatorV2, deploy_exchange
 from indexer.engine import commit as engine_commit
 from indexer.engine.source import Tuning

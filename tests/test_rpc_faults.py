@@ -20,6 +20,7 @@ import pytest
 
 from indexer import rpc as rpc_module
 from indexer.chains import evm as evm_module
+from indexer.config import ChainConfig
 from indexer.engine import fetch as engine_fetch
 from indexer.engine.source import Tuning
 from indexer.errors import AnswerTooLarge, RpcError, StoreError
@@ -249,21 +250,49 @@ def test_small_ranges_are_committed_together_losing_nothing(
     assert len(commits) < len(prepared) // 2
 
 
-def test_rate_limits_slow_the_endpoint_down_then_recover(gmx_v1_clean):
+def test_rate_limits_are_retried_counted_then_reported(gmx_v1_clean):
     node, _ = gmx_v1_clean
     proxy = FaultProxy(node.url, rate=1.0, kinds=("429", "rate_limit_jsonrpc"))
     client = Rpc([proxy.url], timeout=5, max_attempts=3, backoff=lambda attempt: 0.0)
     try:
-        with pytest.raises(rpc_module.RpcUnavailable):
+        with pytest.raises(rpc_module.RpcUnavailable, match="after 3 attempts"):
             client.fetch_head()
-        assert client._pace[0] >= 0.2  # doubled on every rate-limit answer
-        assert client.errors[(client.endpoint, "rate_limited")] >= 1
+        assert proxy.requests == 3
+        refused = client.errors[(client.endpoint, "rate_limited")] + client.errors[
+            (client.endpoint, "http_429")]
+        assert refused == 3
         proxy.rate = 0.0
         for _ in range(30):
             client.fetch_head()
-        assert client._pace[0] == 0.0
+        (endpoint,) = client.endpoints.all
+        assert endpoint.refused == 3 and endpoint.requests == 33 == proxy.requests
     finally:
         client.close()
+        proxy.stop()
+
+
+def test_a_node_that_never_answers_is_reported_within_half_a_minute(gmx_v1_clean, caplog):
+    """It takes connections, then says nothing: the first request's short timeout reports it
+    (a line at the first timeout, the error after two), not the 30 s x 5 attempts of later
+    requests."""
+    node, _ = gmx_v1_clean
+    proxy = FaultProxy(node.url, rate=1.0, kinds=("hang",), hang=60.0)
+    chain = evm_module.EvmChain.connect(
+        ChainConfig(name="dev", chain_id=31337, rpc_urls=(proxy.url,),
+                               confirmations=0, use_finalized_tag=False, max_block_range=100,
+                               request_timeout=30.0, max_attempts=5, poll_interval=1.0),
+        QUICK_RETRIES)
+    started = time.monotonic()
+    try:
+        with pytest.raises(rpc_module.RpcUnavailable, match="takes connections but does not "
+                                                            "answer"):
+            chain.check()
+        took = time.monotonic() - started
+        assert rpc_module.FIRST_TIMEOUT * 2 <= took < 30, took
+        first = [r for r in caplog.records if "timeout after 10s" in r.getMessage()]
+        assert first and first[0].levelname == "WARNING"
+    finally:
+        chain.close()
         proxy.stop()
 
 
@@ -273,12 +302,13 @@ def test_failover_and_back_to_the_first_endpoint(gmx_v1_clean):
     client = Rpc([dead.url, node.url], timeout=5, max_attempts=2, backoff=lambda attempt: 0.0,
                  recover_after=0.5)
     try:
-        head = client.fetch_head()
-        assert client._active == 1 and dead.requests == 2
+        head = client.fetch_head()  # retried at once on the other endpoint
+        assert client._active == 1 and dead.requests == 1
         dead.rate = 0.0
         assert client.fetch_head() == head and client._active == 1  # not yet
+        assert dead.requests == 1
         time.sleep(0.6)  # past recover_after
-        assert client.fetch_head() == head and client._active == 0 and dead.requests == 3
+        assert client.fetch_head() == head and client._active == 0 and dead.requests == 2
     finally:
         client.close()
         dead.stop()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from indexer.config import ChainConfig
 from indexer.rpc import Rpc
@@ -49,6 +49,9 @@ class Chain(Protocol):
 
     def safe_head(self) -> int:
         """The newest block backfill may index (final, or deep enough not to change)."""
+
+    def learnt(self) -> dict[str, dict[str, Any]]:
+        """The endpoints' limits learnt so far, by endpoint key (kept between runs)."""
 
     def close(self) -> None:
         """Release the node connections."""

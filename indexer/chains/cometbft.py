@@ -94,25 +94,33 @@ class CometChain:
         self.config, self.rpc, self.rest = config, rpc, rest
 
     @classmethod
-    def connect(cls, config: ChainConfig, tuning: Tuning = Tuning()) -> CometChain:
+    def connect(cls, config: ChainConfig, tuning: Tuning = Tuning(),
+                remembered: dict[str, dict[str, Any]] | None = None) -> CometChain:
         def client(urls: Sequence[str]) -> Rpc:
             return Rpc(urls, config.request_timeout, config.max_attempts,
-                       backoff=tuning.backoff, recover_after=tuning.recover_after)
+                       backoff=tuning.backoff, recover_after=tuning.recover_after,
+                       in_flight=config.requests_in_flight, max_rate=config.requests_per_second,
+                       remembered=remembered)
 
         return cls(config, client(config.rpc_urls), client(config.rest_urls))
+
+    def learnt(self) -> dict[str, dict[str, Any]]:
+        """Both clients' endpoints' learnt limits (see ``Rpc.learnt``)."""
+        return {**self.rpc.learnt(), **self.rest.learnt()}
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    def status(self) -> dict[str, Any]:
-        reply = self.rpc.call("status", {})
+    def status(self, first: bool = False) -> dict[str, Any]:
+        """The node's status; ``first``: its first request (see ``rpc.FIRST_TIMEOUT``)."""
+        reply = self.rpc.call("status", {}, first=first)
         if not isinstance(reply, dict) or "sync_info" not in reply:
             raise RpcError("status", None, f"malformed status reply {str(reply)[:200]}")
         return reply
 
     def check(self) -> None:
-        got = self.status().get("node_info", {}).get("network")
+        got = self.status(first=True).get("node_info", {}).get("network")
         if got != self.config.network:
             raise ChainMismatch(f"RPC {self.rpc.endpoint} serves network {got!r}, but chains."
                                 f"{self.config.name}.network is {self.config.network!r}")

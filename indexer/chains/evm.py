@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator
+from typing import Any
 
 from indexer.config import ChainConfig
 from indexer.engine.fetch import fetch_ahead
@@ -36,9 +37,17 @@ class EvmChain:
         self.finality_tags = True
 
     @classmethod
-    def connect(cls, config: ChainConfig, tuning: Tuning = Tuning()) -> EvmChain:
+    def connect(cls, config: ChainConfig, tuning: Tuning = Tuning(),
+                remembered: dict[str, dict[str, Any]] | None = None) -> EvmChain:
+        """``remembered``: the endpoints' limits learnt by an earlier run (``learnt``)."""
         return cls(config, Rpc(config.rpc_urls, config.request_timeout, config.max_attempts,
-                               backoff=tuning.backoff, recover_after=tuning.recover_after))
+                               backoff=tuning.backoff, recover_after=tuning.recover_after,
+                               in_flight=config.requests_in_flight,
+                               max_rate=config.requests_per_second, remembered=remembered))
+
+    def learnt(self) -> dict[str, dict[str, Any]]:
+        """The endpoints' learnt limits (see ``Rpc.learnt``)."""
+        return self.rpc.learnt()
 
     @property
     def name(self) -> str:

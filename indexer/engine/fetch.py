@@ -102,8 +102,8 @@ def fetch_range(state: ScanState, rpc: Rpc, lo: int, limit: int) -> BlockRange:
 def fetch_ahead(state: ScanState, rpc: Rpc, lo: int, hi: int,
                 stop: threading.Event | None = None) -> Generator[BlockRange, None, None]:
     """The ranges covering [lo, hi] in order, each fetched while earlier ones are prepared and
-    committed: up to ``requests_in_flight`` requests run on threads ahead of the consumer. At
-    most that many answers wait, each bounded by the byte budget (backpressure, not an
+    committed: as many requests as the endpoints take (``Rpc.capacity``, at most
+    ``requests_in_flight``) run on threads ahead of the consumer. At most that many answers wait, each bounded by the byte budget (backpressure, not an
     unbounded queue).
 
     Consecutive answers are joined into one range of about ``response_bytes`` of logs (at most
@@ -145,8 +145,9 @@ def joined(batch: list[BlockRange]) -> BlockRange:
 
 
 def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int) -> Generator[BlockRange, None, None]:
-    """The answers covering [lo, hi] in order, ``requests_in_flight`` of them fetched ahead
-    (one at a time for adapters that discover markets)."""
+    """The answers covering [lo, hi] in order, as many fetched ahead as the endpoints take now
+    (their learnt windows, at most ``requests_in_flight``; one at a time for adapters that
+    discover markets)."""
     source = state.source
     depth = 1 if source.adapter.scans_markets else source.chain.requests_in_flight
     if depth <= 1:
@@ -160,7 +161,7 @@ def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int) -> Generator[BlockRan
     pending: deque[tuple[int, Future[BlockRange]]] = deque()
     try:
         while pending or lo <= hi:
-            while lo <= hi and len(pending) < depth:
+            while lo <= hi and len(pending) < min(depth, rpc.capacity()):
                 end = state.sizer.end_for(lo, hi)
                 pending.append((end, pool.submit(fetch_range, state, rpc, lo, end)))
                 lo = end + 1

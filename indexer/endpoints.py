@@ -1,0 +1,315 @@
+"""How hard to use each RPC endpoint of a chain: how many requests at once and how many a
+second, learnt from its answers, and which endpoint takes the next request.
+
+A provider is used well when it is kept busy without tripping its limits. Two limits are
+learnt per endpoint, each by additive increase and multiplicative decrease (AIMD, as TCP):
+
+* **Requests at once** (``window``): grows by one per round trip while the window is full and
+  answers come back as fast as the endpoint's unloaded round trip; halves on a timeout, and
+  shrinks by a fifth when the answers slow down well past that round trip (the node is
+  queueing our requests).
+* **Requests a second** (``rate``): none at first. A rate-limit answer (HTTP 429, a provider's
+  JSON-RPC rate error) sets it just under the rate the endpoint was accepting, then it grows a
+  little each second until the next refusal cuts it again. Starts are paced to it, and a
+  ``Retry-After`` pauses the endpoint for that long. A configured ``requests_per_second`` caps
+  it from the start.
+
+Several endpoints of a chain are used at once: each request goes to the endpoint expected to
+answer it soonest (its recent latency, scaled by how full its window is). An endpoint that keeps
+failing is left out for ``recover_after`` seconds (failover), unless every endpoint is.
+
+What was learnt is kept between runs (:meth:`Endpoints.learnt`, given back as ``remembered``),
+keyed by a hash of each URL (never the URL: it may hold an API key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Requests at once an endpoint starts with when nothing is remembered of it.
+START_WINDOW = 2.0
+#: Share of the accepted rate a rate-limit answer sets the rate to.
+RATE_CUT = 0.9
+#: Growth of the rate per second since the last cut, as a share of the rate then: slow, so a
+#: refusal comes about every 1 / (RATE_GROWTH * (1 / RATE_CUT - 1)) = 22 s at a steady limit.
+RATE_GROWTH = 0.005
+#: Seconds over which the accepted rate is measured when a refusal comes: short, for while we
+#: are over the limit, the provider accepts exactly its limit.
+RATE_SPAN = 1.0
+#: After this many seconds without a refusal the rate grows faster (quadratically): a rate cut
+#: too deep (the provider was busy) is won back in a minute or two, not in ten.
+PROBE_AFTER = 30.0
+#: Slowest rate a refusal can set (requests a second).
+MIN_RATE = 0.2
+#: Past this share of refused requests (of at least NOISY_SAMPLE) since the last cut, refusals
+#: do not follow our rate (a provider refusing at random, or under its own load): cutting again
+#: would starve the endpoint, so the rate is left as it is.
+NOISY_SHARE, NOISY_SAMPLE = 0.2, 5
+#: Fewest answers in the last RATE_SPAN from which the accepted rate is measured.
+MIN_SAMPLE = 10
+#: Answers slower than this many unloaded round trips (plus LATENCY_SLACK) shrink the window.
+LATENCY_GROWTH = 3.0
+LATENCY_SLACK = 0.05
+#: Weight of the newest answer in the latency average.
+LATENCY_WEIGHT = 0.2
+#: Consecutive failures after which an endpoint is left out for ``recover_after`` seconds.
+FAILURES_TO_FAILOVER = 2
+#: Longest wait for a free slot before looking again (a release wakes waiters sooner).
+WAIT_STEP = 0.25
+
+
+def endpoint_key(url: str) -> str:
+    """What an endpoint is remembered by: a hash of its URL (which may hold an API key)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """One endpoint's learnt limits and live counts."""
+
+    index: int
+    #: The URL redacted, for messages.
+    name: str
+    key: str
+    window: float = START_WINDOW
+    #: Learnt requests a second (None: no refusal seen yet).
+    rate: float | None = None
+    #: When the rate was last cut (it grows from there).
+    cut_at: float = 0.0
+    in_flight: int = 0
+    #: Average seconds of a successful answer, and the fastest seen (the unloaded round trip).
+    latency: float | None = None
+    fastest: float | None = None
+    failures: int = 0
+    failed_at: float = 0.0
+    down_until: float = 0.0
+    paused_until: float = 0.0
+    next_start: float = 0.0
+    last_window_cut: float = 0.0
+    #: Times of recent successful answers (to measure the accepted rate), since the first.
+    answered: deque[float] = field(default_factory=deque)
+    first_answer: float | None = None
+    requests: int = 0
+    refused: int = 0
+    #: Requests and refusals since the rate was last cut.
+    requests_since_cut: int = 0
+    refused_since_cut: int = 0
+
+
+class Endpoints:
+    """The endpoints of one chain and the requests in flight to them; thread safe.
+
+    ``ceiling``: requests in flight at most, over all endpoints (``requests_in_flight``).
+    ``max_rate``: a configured requests-a-second cap per endpoint (None: learnt only).
+    """
+
+    def __init__(self, names: Sequence[str], keys: Sequence[str], ceiling: int,
+                 max_rate: float | None = None, recover_after: float = 60.0,
+                 remembered: dict[str, dict[str, Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ceiling = max(1, ceiling)
+        self.max_rate = max_rate
+        self.recover_after = recover_after
+        self.clock = clock
+        self.all = [Endpoint(i, n, k) for i, (n, k) in enumerate(zip(names, keys, strict=True))]
+        now = clock()
+        for ep in self.all:
+            known = (remembered or {}).get(ep.key, {})
+            ep.window = min(max(float(known.get("window", START_WINDOW)), 1.0), self.ceiling)
+            rate = known.get("rate")
+            ep.rate = float(rate) if isinstance(rate, int | float) and rate > 0 else None
+            ep.cut_at = now
+            latency = known.get("latency")
+            if isinstance(latency, int | float) and latency > 0:
+                ep.latency = ep.fastest = float(latency)
+        self._changed = threading.Condition(threading.RLock())
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def rate_of(self, ep: Endpoint, now: float) -> float | None:
+        """Requests a second ``ep`` may start now (None: unpaced)."""
+        rate = ep.rate
+        if rate is not None:
+            quiet = max(now - ep.cut_at, 0.0)
+            rate *= 1 + RATE_GROWTH * quiet + (0.01 * max(quiet - PROBE_AFTER, 0.0)) ** 2
+        if self.max_rate is not None:
+            rate = self.max_rate if rate is None else min(rate, self.max_rate)
+        return rate
+
+    def capacity(self) -> int:
+        """Requests worth having in flight now: the healthy endpoints' windows, within the
+        ceiling (the fetch stage keeps about this many ranges ahead)."""
+        now = self.clock()
+        with self._changed:
+            usable = [e for e in self.all if e.down_until <= now] or self.all
+            return max(1, min(self.ceiling, sum(int(e.window) for e in usable)))
+
+    # -- requests --------------------------------------------------------------------------
+
+    def acquire(self, skip: frozenset[int] = frozenset(),
+                stop: threading.Event | None = None) -> Endpoint | None:
+        """An endpoint for one request, once one has room (blocks); None when every endpoint
+        is in ``skip`` (the caller has tried each enough), or ``stop`` is set."""
+        with self._changed:
+            while True:
+                got = self.try_acquire(skip)
+                if not isinstance(got, float):
+                    return got
+                self._changed.wait(got)
+                if stop is not None and stop.is_set():
+                    return None
+
+    def try_acquire(self, skip: frozenset[int] = frozenset()) -> Endpoint | None | float:
+        """An endpoint with room for one request now (counted in flight), None when every
+        endpoint is in ``skip``, else the seconds after which to try again."""
+        with self._changed:
+            now = self.clock()
+            open_ = [e for e in self.all if e.index not in skip]
+            if not open_:
+                return None
+            for e in open_:
+                if e.failures and now - e.failed_at >= self.recover_after:
+                    # its time out is over: tried first again (as yet unmeasured)
+                    e.down_until, e.failures, e.latency = 0.0, 0, None
+            healthy = [e for e in open_ if e.down_until <= now] or open_
+            in_flight = sum(e.in_flight for e in self.all)
+            ready = [e for e in healthy if in_flight < self.ceiling
+                     and e.in_flight < int(e.window) and e.paused_until <= now
+                     and e.next_start <= now]
+            if not ready:
+                wake = [t for e in healthy for t in (e.paused_until, e.next_start) if t > now]
+                return min([WAIT_STEP] + [t - now for t in wake])
+            ep = min(ready, key=lambda e: (self._expected(e), e.index))
+            ep.in_flight += 1
+            ep.requests += 1
+            ep.requests_since_cut += 1
+            rate = self.rate_of(ep, now)
+            if rate is not None:
+                ep.next_start = max(now, ep.next_start) + 1 / rate
+            return ep
+
+    @staticmethod
+    def _expected(ep: Endpoint) -> float:
+        """Seconds ``ep`` is expected to take for one more request (unknown: 0, to be tried)."""
+        return (ep.latency or 0.0) * (1 + ep.in_flight / max(ep.window, 1.0)) + ep.failures
+
+    def release(self, ep: Endpoint, outcome: str, seconds: float,
+                retry_after: float | None = None) -> None:
+        """A request to ``ep`` ended: ``ok`` (answered, an error answer included), or the kind
+        of transient failure (``rate_limited``, ``http_429``, ``timeout``, ``transport``...)."""
+        with self._changed:
+            now = self.clock()
+            ep.in_flight -= 1
+            if outcome == "ok":
+                self._answered(ep, now, seconds)
+            elif outcome in ("rate_limited", "http_429"):
+                self._refused(ep, now, retry_after)
+            else:
+                ep.failures += 1
+                ep.failed_at = now
+                if outcome == "timeout":
+                    self._cut_window(ep, now, 0.5)
+                if ep.failures >= FAILURES_TO_FAILOVER and len(self.all) > 1:
+                    ep.down_until = now + self.recover_after
+            self._changed.notify_all()
+
+    def _answered(self, ep: Endpoint, now: float, seconds: float) -> None:
+        ep.failures = 0
+        ep.down_until = 0.0
+        if ep.first_answer is None:
+            ep.first_answer = now
+        ep.answered.append(now)
+        while ep.answered and ep.answered[0] < now - RATE_SPAN:
+            ep.answered.popleft()
+        ep.fastest = seconds if ep.fastest is None else min(ep.fastest, seconds)
+        ep.latency = (seconds if ep.latency is None
+                      else (1 - LATENCY_WEIGHT) * ep.latency + LATENCY_WEIGHT * seconds)
+        if ep.latency > LATENCY_GROWTH * ep.fastest + LATENCY_SLACK:
+            self._cut_window(ep, now, 0.8)
+        elif ep.in_flight + 1 >= int(ep.window):  # the window was full: it may grow
+            ep.window = min(ep.window + 1 / ep.window, float(self.ceiling))
+
+    def _cut_window(self, ep: Endpoint, now: float, factor: float) -> None:
+        """At most once a round trip: the answers in flight saw the same load."""
+        if now - ep.last_window_cut >= (ep.latency or 0.0):
+            ep.window = max(1.0, ep.window * factor)
+            ep.last_window_cut = now
+
+    def _refused(self, ep: Endpoint, now: float, retry_after: float | None) -> None:
+        ep.refused += 1
+        if retry_after:
+            ep.paused_until = max(ep.paused_until, now + min(retry_after, 60.0))
+        if now - ep.cut_at < 2 * (ep.latency or 0.0) + 0.1:
+            return  # sent before the last cut took effect: nothing new
+        ep.refused_since_cut += 1
+        if (ep.requests_since_cut >= NOISY_SAMPLE
+                and ep.refused_since_cut > NOISY_SHARE * ep.requests_since_cut):
+            return  # refusals did not stop at a slower rate: they are not about our rate
+        span = min(RATE_SPAN, max(now - (ep.first_answer or now), 0.05))
+        answers = len([t for t in ep.answered if t >= now - span])
+        if answers < MIN_SAMPLE:
+            return  # too few answers to tell the rate the endpoint accepts
+        accepted = answers / span
+        current = self.rate_of(ep, now)
+        new = RATE_CUT * (accepted if current is None else min(current, max(accepted, 1e-9)))
+        ep.rate = max(new, MIN_RATE)
+        ep.cut_at = now
+        ep.requests_since_cut = ep.refused_since_cut = 0
+        ep.next_start = max(ep.next_start, now + 1 / ep.rate)
+
+    # -- what is kept ----------------------------------------------------------------------
+
+    def learnt(self) -> dict[str, dict[str, Any]]:
+        """Each endpoint's learnt limits, to give back as ``remembered`` on the next run."""
+        now = self.clock()
+        with self._changed:
+            return {e.key: {"name": e.name, "window": round(e.window, 2),
+                            "rate": None if e.rate is None else round(self.rate_of(e, now)
+                                                                      or e.rate, 3),
+                            "latency": None if e.latency is None else round(e.latency, 4)}
+                    for e in self.all}
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per endpoint: requests, refused, window, rate, latency (for logs and metrics)."""
+        now = self.clock()
+        with self._changed:
+            return [{"endpoint": e.name, "requests": e.requests, "refused": e.refused,
+                     "window": e.window, "rate": self.rate_of(e, now), "latency": e.latency}
+                    for e in self.all]
+
+
+def load_learnt(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """What earlier runs learnt, by chain name, then endpoint key ({} when nothing is kept, or
+    the file is unreadable: it is only a head start)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        logger.warning("%s: cannot read the endpoints' learnt limits (%s); learning anew", path, e)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_learnt(path: Path, learnt: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Keep what was learnt (written aside, then renamed: never a half-written file)."""
+    kept = load_learnt(path)
+    kept.update(learnt)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(json.dumps(kept, indent=1, sort_keys=True))
+        os.replace(temporary, path)
+    except OSError as e:
+        logger.warning("%s: cannot keep the endpoints' learnt limits (%s)", path, e)
