@@ -121,18 +121,18 @@ LEFT JOIN prev USING (position_key)
 WINDOW k AS (PARTITION BY position_key ORDER BY block_number, log_index)
 ORDER BY block_number, log_index;
 
--- name: fill_oi_deltas
--- (Re)compute the OI deltas of the changes matching {where}, which selects whole key histories.
-UPDATE position_changes c
-SET long_oi_delta_usd = d.long_oi_delta_usd, short_oi_delta_usd = d.short_oi_delta_usd
-FROM (SELECT r, l - coalesce(lag(l) OVER k, 0) AS long_oi_delta_usd,
-             s - coalesce(lag(s) OVER k, 0) AS short_oi_delta_usd
-      FROM (SELECT rowid AS r, source, position_key, block_number, log_index,
-                   CASE WHEN is_long THEN size_after_usd ELSE 0 END AS l,
-                   CASE WHEN is_long THEN 0 ELSE size_after_usd END AS s
-            FROM position_changes WHERE {where})
-      WINDOW k AS (PARTITION BY source, position_key ORDER BY block_number, log_index)) d
-WHERE c.rowid = d.r;
+-- name: redo_oi_deltas
+-- The changes matching {where} (whole key histories) with their OI deltas (re)computed, kept in
+-- a temp table: the replay deletes and inserts them back rather than UPDATE them, for an UPDATE
+-- by rowid over rows this transaction deleted and inserted crashed DuckDB 2.0.0 now and then.
+CREATE OR REPLACE TEMP TABLE redo_changes AS
+SELECT * REPLACE (
+    l - coalesce(lag(l) OVER k, 0) AS long_oi_delta_usd,
+    s - coalesce(lag(s) OVER k, 0) AS short_oi_delta_usd)
+FROM (SELECT *, CASE WHEN is_long THEN size_after_usd ELSE 0 END AS l,
+                CASE WHEN is_long THEN 0 ELSE size_after_usd END AS s
+      FROM position_changes WHERE {where})
+WINDOW k AS (PARTITION BY source, position_key ORDER BY block_number, log_index);
 
 -- name: insert_funding
 INSERT INTO funding_updates

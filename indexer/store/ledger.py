@@ -227,7 +227,11 @@ class LedgerWriter:
         con.execute("INSERT INTO touched_keys SELECT position_key FROM keys_batch")
         con.unregister("keys_batch")
         where = "source = $source AND position_key IN (SELECT position_key FROM touched_keys)"
-        con.execute(statement("fill_oi_deltas", where=where), {"source": source})
+        con.execute(statement("redo_oi_deltas", where=where), {"source": source})
+        con.execute(f"DELETE FROM position_changes WHERE {where}", {"source": source})
+        con.execute("INSERT INTO position_changes BY NAME SELECT * EXCLUDE (l, s) "
+                    "FROM redo_changes")
+        con.execute("DROP TABLE redo_changes")
         con.execute(f"DELETE FROM positions WHERE {where}", {"source": source})
         con.execute("INSERT INTO positions BY NAME " + statement("positions", where=where),
                     {"source": source})
