@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 #: (source's state, range) once a range is committed.
 OnRange = Callable[[ScanState, BlockRange], None]
+#: What indexes [lo, hi] of a source: :func:`run_ranges` on this machine, or a cluster's
+#: ``Cluster.run`` (state, chain, store, lo, hi, start_block, stop, on_range, writer).
+RunRanges = Callable[[ScanState, Chain, Store, int, int, int, threading.Event, OnRange | None,
+                      "ThreadPoolExecutor | None"], int]
 
 
 def ensure_markets(state: ScanState, store: Store) -> None:
@@ -82,9 +86,11 @@ def backfill(state: ScanState, chain: Chain, store: Store, from_block: int | Non
              to_block: int | None, file: str, stop: threading.Event,
              on_range: OnRange | None = None,
              on_plan: Callable[[int, int], None] | None = None,
-             writer: ThreadPoolExecutor | None = None) -> tuple[int, int]:
+             writer: ThreadPoolExecutor | None = None,
+             run: RunRanges | None = None) -> tuple[int, int]:
     """Index history from the checkpoint (or --from) to --to / the safe head. Returns (last
-    block committed, the target). ``writer``: the commit thread shared with other sources."""
+    block committed, the target). ``writer``: the commit thread shared with other sources;
+    ``run``: what indexes the range (:func:`run_ranges` unless a cluster does)."""
     chain.check()
     lo, start_block = resume_point(state, store, from_block, file)
     head = chain.safe_head()
@@ -95,7 +101,8 @@ def backfill(state: ScanState, chain: Chain, store: Store, from_block: int | Non
         on_plan(lo, hi)
     if lo > hi:
         return lo - 1, hi
-    return run_ranges(state, chain, store, lo, hi, start_block, stop, on_range, writer), hi
+    run = run or run_ranges
+    return run(state, chain, store, lo, hi, start_block, stop, on_range, writer), hi
 
 
 #: One source's backfill as :func:`backfill_all` runs it: (state, its writer) -> (done, target).

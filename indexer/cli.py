@@ -160,15 +160,19 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     chains = _chains(cfg, states, args.tuning)
     store = _writer_store(cfg)
     server = None
+    cluster = _cluster(args, cfg)
     try:
         server = _serve(cfg, store, None)
+        if cluster is not None:
+            for state in states:
+                cluster.check(state)
         with _stop_on_signals() as stop, Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("blocks  {task.fields[logs]} logs  {task.fields[rate]} logs/s"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 console=err, disable=args.no_progress) as progress:
             results = backfill_all(states, _backfill_one(args, cfg, chains, store, stop,
-                                                         progress, len(states) > 1))
+                                                         progress, len(states) > 1, cluster))
         failed = {name: r for name, r in results.items() if isinstance(r, BaseException)}
         if stop.is_set():
             logger.info("stopped by signal; resume with the same command")
@@ -178,14 +182,31 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 logger.error("%d sources failed: %s", len(failed), ", ".join(failed))
             raise first
     finally:
+        if cluster is not None:
+            cluster.close()
         _stop_serving(server)
         store.close()
         _close_chains(cfg, chains)
     return 0
 
 
+def _cluster(args: argparse.Namespace, cfg: Config) -> Any:
+    """The Dask cluster that --cluster or the config names (None: this machine alone)."""
+    address = args.cluster or cfg.cluster_address
+    if not address:
+        return None
+    from indexer.cluster import Cluster  # dask is loaded only when a cluster is used
+
+    staging = (Path(args.staging).resolve() if args.staging else cfg.cluster_staging
+               or cfg.database.with_name(cfg.database.name + ".staging"))
+    logger.info("backfill over the Dask cluster at %s, staging in %s", address, staging)
+    return Cluster.connect(address, str(Path(cfg.file).resolve()), staging,
+                           args.partition_blocks or cfg.partition_blocks)
+
+
 def _backfill_one(args: argparse.Namespace, cfg: Config, chains: dict[str, Chain], store: Store,
-                  stop: threading.Event, progress: Progress, total_line: bool
+                  stop: threading.Event, progress: Progress, total_line: bool,
+                  cluster: Any = None
                   ) -> Callable[[ScanState, ThreadPoolExecutor], tuple[int, int]]:
     """One source's backfill as :func:`backfill_all` runs it, with its progress line (and, for
     several sources, a total line: blocks of every source, logs and ETA of them all)."""
@@ -223,7 +244,8 @@ def _backfill_one(args: argparse.Namespace, cfg: Config, chains: dict[str, Chain
                                     rate=f"{rate:,.0f}")
 
         done, hi = backfill(state, chains[state.source.chain.name], store, args.from_block,
-                            args.to_block, cfg.file, stop, on_range, on_plan, writer)
+                            args.to_block, cfg.file, stop, on_range, on_plan, writer,
+                            cluster.run if cluster is not None else None)
         logger.info("%s: indexed up to block %d of %d: %d logs, %d position changes, "
                     "%d quarantined, %.1fs", name, done, hi, totals["logs"], totals["changes"],
                     totals["quarantined"], time.monotonic() - began)
@@ -470,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--source", "--protocol", dest="source", default=None,
                    help="only this source (a config entry's name; --protocol is the old spelling)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="a Dask scheduler (tcp://host:8786) whose workers fetch partitions")
+    b.add_argument("--staging", default=None, metavar="DIR",
+                   help="folder the workers stage partitions in, shared with this machine "
+                        "(default: <database>.staging)")
+    b.add_argument("--partition-blocks", type=int, default=0, metavar="N",
+                   help="blocks per partition (default: 4 x max_block_range)")
     b.set_defaults(func=cmd_backfill)
 
     def reading(parser: argparse.ArgumentParser) -> None:

@@ -163,6 +163,12 @@ class Config:
     dominance_threshold: float = 0.4
     #: URL that gets a JSON POST when an imbalance episode opens (empty: none).
     alert_webhook: str = ""
+    #: A Dask scheduler that backfill spreads fetching over (empty: this machine alone), the
+    #: staging folder its workers and the writer share, and the blocks of one partition (0:
+    #: four ``max_block_range``).
+    cluster_address: str = ""
+    cluster_staging: Path | None = None
+    partition_blocks: int = 0
 
     def protocol(self, name: str) -> ProtocolConfig:
         for p in self.protocols:
@@ -273,6 +279,8 @@ _COMETBFT_KEYS = ("kind", "network", "chain_id", "rpc_url", "rest_url", "max_blo
                   "request_timeout", "max_attempts", "poll_interval", "requests_in_flight",
                   "requests_per_second", "open_interest_from", "batch_size")
 _KINDS = ("evm", "cometbft")
+#: A Dask scheduler's address (``dask scheduler`` prints it).
+_SCHEDULER = re.compile(r"^(tcp|tls|ucx|inproc)://\S+$")
 
 
 def _urls(file: str, r: _Reader, name: str, need_rpc: bool, required: bool = True
@@ -514,10 +522,19 @@ def load_config(path: str | Path, need_rpc: bool = True) -> Config:
             raise ConfigError(file, an.key(key), value, "a fraction in (0, 1]")
     webhook = an.str("alert_webhook", "", pattern=_URL, expected="an http:// or https:// URL")
     an.done()
+    cl = _Reader(file, r.raw("cluster", {}), "cluster")
+    cluster_address = cl.str("address", "", pattern=_SCHEDULER,
+                             expected="a Dask scheduler address like tcp://10.0.0.5:8786")
+    staging = cl.str("staging", "")
+    partition_blocks = cl.int("partition_blocks", 0)
+    cl.done()
     r.done()
     return Config(file=file, database=(base / db).resolve(), chains=chains,
                   protocols=protocols, metrics_host=metrics_host, metrics_port=metrics_port,
                   query_timeout=query_timeout, query_max_rows=query_max_rows,
                   query_max_mb=query_max_mb,
                   max_memory_mb=max_memory_mb, imbalance_threshold=imbalance,
-                  dominance_threshold=dominance, alert_webhook=webhook)
+                  dominance_threshold=dominance, alert_webhook=webhook,
+                  cluster_address=cluster_address,
+                  cluster_staging=(base / staging).resolve() if staging else None,
+                  partition_blocks=partition_blocks)

@@ -46,18 +46,20 @@ RATE_CUT = 0.9
 #: refusal comes about every 1 / (RATE_GROWTH * (1 / RATE_CUT - 1)) = 22 s at a steady limit.
 RATE_GROWTH = 0.005
 #: Seconds over which the accepted rate is measured when a refusal comes: short, for while we
-#: are over the limit, the provider accepts exactly its limit.
-RATE_SPAN = 1.0
+#: are over the limit, the provider accepts exactly its limit; longer (up to RATE_SPAN_MAX) when
+#: a low limit gave fewer than MIN_SAMPLE answers in it.
+RATE_SPAN, RATE_SPAN_MAX = 1.0, 10.0
 #: After this many seconds without a refusal the rate grows faster (quadratically): a rate cut
 #: too deep (the provider was busy) is won back in a minute or two, not in ten.
 PROBE_AFTER = 30.0
 #: Slowest rate a refusal can set (requests a second).
 MIN_RATE = 0.2
-#: Past this share of refused requests (of at least NOISY_SAMPLE) since the last cut, refusals
-#: do not follow our rate (a provider refusing at random, or under its own load): cutting again
-#: would starve the endpoint, so the rate is left as it is.
-NOISY_SHARE, NOISY_SAMPLE = 0.2, 5
-#: Fewest answers in the last RATE_SPAN from which the accepted rate is measured.
+#: When at least this share of the requests (of NOISY_SAMPLE or more) since the last cut is still
+#: refused, and about as many as before it, refusals do not follow our rate (see ``_refused``).
+NOISY_SHARE, NOISY_SAMPLE = 0.2, 10
+#: Seconds refusals are then taken as noise, not as a rate to keep to.
+NOISE_HOLD = 300.0
+#: Answers the accepted rate is measured from, if the last RATE_SPAN_MAX seconds have them.
 MIN_SAMPLE = 10
 #: Answers slower than this many unloaded round trips (plus LATENCY_SLACK) shrink the window.
 LATENCY_GROWTH = 3.0
@@ -103,9 +105,15 @@ class Endpoint:
     first_answer: float | None = None
     requests: int = 0
     refused: int = 0
-    #: Requests and refusals since the rate was last cut.
+    #: Requests and refusals since the rate was last cut; the cuts in force, and the rate and
+    #: share of refusals before the last.
     requests_since_cut: int = 0
     refused_since_cut: int = 0
+    cuts: int = 0
+    rate_before_cut: float | None = None
+    share_before_cut: float = 0.0
+    #: Until when refusals are taken as noise (no cut).
+    noise_until: float = 0.0
 
 
 class Endpoints:
@@ -231,7 +239,7 @@ class Endpoints:
         if ep.first_answer is None:
             ep.first_answer = now
         ep.answered.append(now)
-        while ep.answered and ep.answered[0] < now - RATE_SPAN:
+        while ep.answered and ep.answered[0] < now - RATE_SPAN_MAX:
             ep.answered.popleft()
         ep.fastest = seconds if ep.fastest is None else min(ep.fastest, seconds)
         ep.latency = (seconds if ep.latency is None
@@ -254,20 +262,45 @@ class Endpoints:
         if now - ep.cut_at < 2 * (ep.latency or 0.0) + 0.1:
             return  # sent before the last cut took effect: nothing new
         ep.refused_since_cut += 1
-        if (ep.requests_since_cut >= NOISY_SAMPLE
-                and ep.refused_since_cut > NOISY_SHARE * ep.requests_since_cut):
-            return  # refusals did not stop at a slower rate: they are not about our rate
-        span = min(RATE_SPAN, max(now - (ep.first_answer or now), 0.05))
-        answers = len([t for t in ep.answered if t >= now - span])
-        if answers < MIN_SAMPLE:
-            return  # too few answers to tell the rate the endpoint accepts
-        accepted = answers / span
+        share = ep.refused_since_cut / max(ep.requests_since_cut, 1)
+        if now < ep.noise_until:
+            return
+        if ep.cuts:
+            if ep.requests_since_cut < NOISY_SAMPLE:
+                return  # too soon to tell what the last cut did
+            if share >= NOISY_SHARE and share >= 0.8 * ep.share_before_cut:
+                # the last cut did not lower the refusals: they are not about our rate (a
+                # provider refusing at random, or under its own load), and cutting again would
+                # starve the endpoint: the last cut is undone
+                ep.rate, ep.cuts, ep.share_before_cut = ep.rate_before_cut, 0, 0.0
+                ep.noise_until = now + NOISE_HOLD
+                return
+        accepted = self._accepted(ep, now)
+        if accepted is None:
+            return  # not one answer yet: nothing to size the rate by
         current = self.rate_of(ep, now)
         new = RATE_CUT * (accepted if current is None else min(current, max(accepted, 1e-9)))
+        ep.rate_before_cut, ep.share_before_cut = ep.rate, share
         ep.rate = max(new, MIN_RATE)
+        ep.cuts += 1
         ep.cut_at = now
         ep.requests_since_cut = ep.refused_since_cut = 0
         ep.next_start = max(ep.next_start, now + 1 / ep.rate)
+
+    @staticmethod
+    def _accepted(ep: Endpoint, now: float) -> float | None:
+        """Answers a second ``ep`` gave lately: over RATE_SPAN, or longer when that holds
+        fewer than MIN_SAMPLE (a low limit); None before its first answer."""
+        if ep.first_answer is None:
+            return None
+        known = max(now - ep.first_answer, 0.05)
+        span = RATE_SPAN
+        while True:
+            span = min(span, known, RATE_SPAN_MAX)
+            answers = sum(1 for t in ep.answered if t >= now - span)
+            if answers >= MIN_SAMPLE or span >= min(known, RATE_SPAN_MAX):
+                return answers / span
+            span *= 2
 
     # -- what is kept ----------------------------------------------------------------------
 

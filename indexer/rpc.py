@@ -14,10 +14,11 @@ Replies are parsed with msgspec (the only importer); eth_getLogs answers go stra
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,6 +138,10 @@ def exponential_backoff(attempt: int) -> float:
 
 #: After failing over, an endpoint left out is tried again after this many seconds.
 RECOVER_AFTER = 60.0
+#: What one rate-limit refusal counts for against ``max_attempts``: a provider refuses now and
+#: then by design, and the limiter slows down for it (a request gives up after four times as
+#: many refusals as other failures).
+REFUSAL_WEIGHT = 0.25
 #: A node's first answer (``check``) is awaited this long, FIRST_ATTEMPTS times: a node that
 #: takes connections but never answers is reported within about half a minute.
 FIRST_TIMEOUT, FIRST_ATTEMPTS = 10.0, 2
@@ -250,7 +255,7 @@ class Rpc:
         body = _JSON_ENCODER.encode(payload) if get is None else b""
         attempts = min(self.max_attempts, FIRST_ATTEMPTS) if first else self.max_attempts
         timeout = min(self.timeout, FIRST_TIMEOUT) if first else self.timeout
-        tries: Counter[int] = Counter()
+        tries: defaultdict[int, float] = defaultdict(float)  # attempts spent per endpoint
         failed: list[_Transient] = []
 
         def attempt() -> Any:
@@ -265,8 +270,9 @@ class Rpc:
                 self.endpoints.release(ep, e.kind, time.monotonic() - started, e.retry_after)
                 with self._lock:
                     self.errors[(ep.name, e.kind)] += 1
-                tries[ep.index] += 1
-                e.attempt = tries[ep.index]
+                # a refusal is the limiter's to pace: it counts as a fraction of an attempt
+                tries[ep.index] += REFUSAL_WEIGHT if e.rate_limited else 1
+                e.attempt = math.ceil(tries[ep.index])
                 failed.append(e)
                 if tries[ep.index] >= attempts:
                     logger.error("rpc endpoint %s failed for %s: %s", ep.name, what, e)

@@ -30,6 +30,7 @@ def merged(batch: list[BlockRange]) -> BlockRange:
     """Consecutive prepared ranges of one source as one (committed in one transaction)."""
     if len(batch) == 1:
         return batch[0]
+    assert all(p.staged is None for p in batch), "a staged partition is committed alone"
     first, last = batch[0], batch[-1]
     parts = [p.rows for p in batch if p.rows is not None]
     rows = parts[0]
@@ -57,7 +58,7 @@ def commit(store: Store, prepared: BlockRange, start_block: int) -> BlockRange:
     """Commit a prepared range with its checkpoint (one transaction)."""
     assert prepared.rows is not None, "commit of a range that was not prepared"
     prepared.written = store.commit_range(prepared.rows, prepared.lo, prepared.hi,
-                                          prepared.end["hash"], start_block)
+                                          prepared.end["hash"], start_block, prepared.staged)
     return prepared
 
 

@@ -32,6 +32,9 @@ class BlockRange:
     rows: RangeRows | None = None
     #: Ledger rows the commit wrote.
     written: int = 0
+    #: The cluster's staged file the range was read from, and its log count (recorded with the
+    #: commit: see ``indexer.cluster``).
+    staged: tuple[str, int] | None = None
 
     @property
     def blocks(self) -> int:

@@ -245,6 +245,15 @@ UPDATE checkpoints SET last_error = $message WHERE source = $source;
 -- name: prune_blocks
 DELETE FROM blocks WHERE chain_id = $chain_id AND number < $keep_above;
 
+-- name: forget_staged
+DELETE FROM staged_partitions WHERE source = $source AND file = $file;
+
+-- name: record_staged
+INSERT INTO staged_partitions VALUES ($source, $file, $lo, $hi, $logs, now()::TIMESTAMP);
+
+-- name: merged_files
+SELECT file FROM staged_partitions WHERE source = $source;
+
 -- name: tables
 -- The tables holding data (the layout version stays).
 SELECT table_name FROM information_schema.tables

@@ -121,6 +121,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     last_error    VARCHAR
 );
 
+-- Partitions staged by cluster workers and merged into the ledger (backfill --cluster): each is
+-- recorded in the transaction that commits its rows, so a file is merged exactly once.
+CREATE TABLE IF NOT EXISTS staged_partitions (
+    source        VARCHAR NOT NULL,
+    file          VARCHAR NOT NULL,             -- under the staging folder: <source>/<lo>-<hi>.parquet
+    lo            BIGINT NOT NULL,
+    hi            BIGINT NOT NULL,
+    logs          BIGINT NOT NULL,
+    merged_at     TIMESTAMP NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS blocks (
     chain_id      BIGINT NOT NULL,
     number        BIGINT NOT NULL,

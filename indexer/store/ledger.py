@@ -103,8 +103,11 @@ class LedgerWriter:
     def transaction(self) -> _Transaction:
         return _Transaction(self.con)
 
-    def commit_range(self, rows: RangeRows, lo: int, hi: int, hi_hash: str, start_block: int) -> int:
+    def commit_range(self, rows: RangeRows, lo: int, hi: int, hi_hash: str, start_block: int,
+                     staged: tuple[str, int] | None = None) -> int:
         """Store one range [lo, hi] of one source and move its checkpoint to ``hi``, atomically.
+        ``staged``: the (file, log count) of a cluster's staged partition the range comes from,
+        recorded in the same transaction.
 
         Returns the number of ledger rows written. Rows whose amounts do not fit DECIMAL(38,18)
         go to the quarantine with the reason instead of failing the range.
@@ -158,7 +161,16 @@ class LedgerWriter:
             con.execute("DROP TABLE IF EXISTS prev")
             con.execute(statement("move_checkpoint"), {
                 **ids, "start_block": start_block, "block": hi, "hash": hi_hash})
+            if staged is not None:
+                con.execute(statement("forget_staged"), {**source, "file": staged[0]})
+                con.execute(statement("record_staged"), {**source, "file": staged[0], "lo": lo,
+                                                         "hi": hi, "logs": staged[1]})
         return int(written)
+
+    def merged_files(self, source: str) -> set[str]:
+        """The staged files of ``source`` already merged into the ledger."""
+        return {f for (f,) in self.con.execute(statement("merged_files"),
+                                               {"source": source}).fetchall()}
 
     def _insert_batch(self, name: str, table: pa.Table, ids: dict[str, Any]) -> None:
         """Run the named insert over ``table``, registered as ``batch_<what it inserts>``."""

@@ -1,0 +1,244 @@
+"""Backfill over a Dask cluster (``backfill --cluster ADDRESS``): the only module that imports
+dask.
+
+The range to backfill is cut into partitions of ``partition_blocks`` blocks. Workers fetch
+partitions (the part a provider's latency and limits bound), out of order and several at once,
+and stage each as one immutable Parquet file with a deterministic name in a staging folder they
+share with the writer (``store.staging``). The writer, this process, reads the files in block
+order, prepares them (decoding and the adapter, with the prior state adapters read from the
+ledger) and commits each with its checkpoint and a row in the ``staged_partitions`` manifest, in
+one transaction; then the file goes. A task that is retried, or a worker that dies, rewrites the
+same file; a writer killed with SIGKILL resumes from its checkpoint and takes the files already
+staged as they are, so it redoes at most the partitions in flight.
+
+An endpoint's ``requests_per_second`` is split between the workers, so the cluster as a whole
+keeps to it; without it, each worker learns its share from the provider's refusals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, Future
+
+from indexer.backfill import ensure_markets
+from indexer.chains import Chain
+from indexer.chains.evm import EvmChain
+from indexer.config import load_config
+from indexer.engine.commit import CommitQueue
+from indexer.engine.fetch import fetch_ahead
+from indexer.engine.ranges import BlockRange
+from indexer.engine.source import ScanState, Source, build_source
+from indexer.errors import ConfigError, IndexerError
+from indexer.rpc import Log, as_logs
+from indexer.store import Store
+from indexer.store.staging import Staged, read_staged, staged_info, staged_path, write_staged
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for the scheduler before reporting it unreachable.
+CONNECT_TIMEOUT = 30
+#: Seconds between looks for the next partition's file, and between notes that it is late.
+STAGED_POLL, WAIT_NOTE = 0.01, 5.0
+#: Partitions per worker thread kept submitted ahead of the one being merged: enough to keep the
+#: cluster busy, few enough to bound the staging folder.
+AHEAD_PER_THREAD = 2
+
+
+class ClusterError(IndexerError):
+    """The cluster cannot be reached or cannot run this source."""
+
+
+def partitions(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
+    """[lo, hi] cut into consecutive ranges of ``size`` blocks (the last may be shorter)."""
+    return [(a, min(a + size - 1, hi)) for a in range(lo, hi + 1, size)]
+
+
+# -- on a worker -----------------------------------------------------------------------------
+
+#: Each worker process builds a source and its chain client once (the client keeps the
+#: endpoints' learnt limits across the partitions it fetches).
+_WORKER_SOURCES: dict[tuple[str, str, int], tuple[Source, EvmChain]] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker_source(config_file: str, name: str, workers: int) -> tuple[Source, EvmChain]:
+    key = (config_file, name, workers)
+    with _WORKER_LOCK:
+        if key not in _WORKER_SOURCES:
+            cfg = load_config(config_file)
+            source = build_source(cfg, cfg.protocol(name))
+            chain = source.chain
+            if chain.requests_per_second is not None:  # the cluster keeps to the limit
+                chain = replace(chain, requests_per_second=chain.requests_per_second / workers)
+            _WORKER_SOURCES[key] = (source, EvmChain.connect(chain))
+        return _WORKER_SOURCES[key]
+
+
+def _log_columns(logs: list[Log]) -> dict[str, list[Any]]:
+    return {"address": [lg.address for lg in logs], "topics": [lg.topics for lg in logs],
+            "data": [lg.data for lg in logs], "block_number": [lg.block_number for lg in logs],
+            "block_hash": [lg.block_hash for lg in logs],
+            "transaction_hash": [lg.transaction_hash for lg in logs],
+            "log_index": [lg.log_index for lg in logs],
+            "block_timestamp": [lg.block_timestamp for lg in logs]}
+
+
+def stage_partition(config_file: str, name: str, lo: int, hi: int, staging: str,
+                    workers: int) -> Staged:
+    """The task a worker runs: fetch blocks [lo, hi] of source ``name`` and stage their logs
+    (a file already staged, by an earlier try or run, is taken as it is)."""
+    path = staged_path(Path(staging), name, lo, hi)
+    done = staged_info(path)
+    if done is not None:
+        return done
+    source, chain = _worker_source(config_file, name, workers)
+    state = source.new_state()
+    logs: list[Log] = []
+    end: dict[str, Any] | None = None
+    for fetched in fetch_ahead(state, chain.rpc, lo, hi):
+        logs += fetched.logs
+        end = fetched.end
+    assert end is not None, "a partition covers at least one block"
+    return write_staged(path, _log_columns(logs), lo, hi, end)
+
+
+# -- on the writer ---------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """A connection to a Dask scheduler, and where its workers stage partitions."""
+
+    client: Client
+    config_file: str
+    staging: Path
+    partition_blocks: int
+
+    @classmethod
+    def connect(cls, address: str, config_file: str, staging: Path,
+                partition_blocks: int) -> Cluster:
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as e:
+            raise ClusterError(f"cannot reach the Dask scheduler at {address} within "
+                               f"{CONNECT_TIMEOUT} s ({e}); start one with `dask scheduler` "
+                               "and workers with `dask worker ADDRESS`") from None
+        staging.mkdir(parents=True, exist_ok=True)
+        return cls(client, config_file, staging, partition_blocks)
+
+    def close(self) -> None:
+        self.client.close()
+
+    @property
+    def threads(self) -> tuple[int, int]:
+        """(workers, their threads in all)."""
+        workers = self.client.scheduler_info().get("workers", {})
+        return max(len(workers), 1), max(sum(w.get("nthreads", 1) for w in workers.values()), 1)
+
+    def check(self, state: ScanState) -> None:
+        """Sources whose fetch depends on what earlier ranges found cannot be partitioned."""
+        source = state.source
+        if source.chain.kind != "evm" or source.adapter.scans_markets:
+            why = ("its markets are found as it goes (each range's fetch depends on the ranges "
+                   "before it)" if source.adapter.scans_markets else
+                   f"the cluster fetches EVM logs; {source.chain.kind} blocks are fetched by the "
+                   "writer")
+            raise ConfigError(self.config_file, "--cluster", source.name,
+                              f"a source the cluster can partition, but {why}: backfill "
+                              f"{source.name} without --cluster")
+
+    def run(self, state: ScanState, chain: Chain, store: Store, lo: int, hi: int,
+            start_block: int, stop: threading.Event,
+            on_range: Callable[[ScanState, BlockRange], None] | None = None,
+            writer: ThreadPoolExecutor | None = None) -> int:
+        """Backfill [lo, hi] of one source through the cluster; returns the last block
+        committed."""
+        self.check(state)
+        ensure_markets(state, store)  # what earlier runs listed, as the local path reads it
+        source = state.source
+        size = self.partition_blocks or 4 * source.chain.max_block_range
+        workers, threads = self.threads
+        parts = deque(partitions(lo, hi, size))
+        # task keys of their own per run: a killed writer's tasks may linger on the scheduler
+        # under their keys; the files, not the keys, make a partition's work happen once
+        run_id = uuid.uuid4().hex[:8]
+        pending: deque[tuple[int, int, Future]] = deque()
+        done = lo - 1
+        in_order = source.adapter.reads_prior_state
+        logger.info("%s: %d partitions of %d blocks on %d workers (%d threads)", source.name,
+                    len(parts), size, workers, threads)
+
+        def committed(r: BlockRange) -> None:
+            assert r.staged is not None
+            os.remove(self.staging / r.staged[0])
+            if on_range:
+                on_range(state, r)
+
+        with CommitQueue(store, start_block, 0, committed, writer) as queue:
+            try:
+                while pending or parts:
+                    while parts and len(pending) < AHEAD_PER_THREAD * threads:
+                        a, b = parts.popleft()
+                        pending.append((a, b, self._submit(source.name, a, b, workers, run_id)))
+                    a, b, future = pending.popleft()
+                    staged = self._staged(source.name, a, b, future, workers, run_id)
+                    if stop.is_set():
+                        break
+                    fetched = self._read(staged)
+                    if in_order:  # its prior state is the previous partition's commit
+                        queue.wait()
+                    prepared = chain.prepare(state, store, fetched)
+                    prepared.staged = (os.path.relpath(staged.file, self.staging), staged.logs)
+                    done = prepared.hi
+                    queue.add(prepared, now=True)
+            finally:
+                for _, _, future in pending:
+                    future.cancel()
+        return done
+
+    def _submit(self, name: str, lo: int, hi: int, workers: int, run_id: str) -> Future:
+        return self.client.submit(stage_partition, self.config_file, name, lo, hi,
+                                  str(self.staging), workers, key=f"stage-{name}-{lo}-{hi}-{run_id}",
+                                  pure=False, retries=3)
+
+    def _staged(self, name: str, lo: int, hi: int, future: Future, workers: int,
+                run_id: str) -> Staged:
+        """The partition's file once a worker staged it. The file is the result (no result
+        travels back through the scheduler, which can lose it with a worker): a task that fails
+        raises its error here, a task the cluster lost is submitted again."""
+        path = staged_path(self.staging, name, lo, hi)
+        said = time.monotonic()
+        while True:
+            if time.monotonic() - said > WAIT_NOTE:
+                logger.info("waiting for partition %d-%d of %s (its task: %s)", lo, hi, name,
+                            future.status)
+                said = time.monotonic()
+            done = staged_info(path)
+            if done is not None:
+                return done
+            if future.status == "error":
+                future.result()  # raises the worker's error
+            if future.status in ("lost", "cancelled") or (
+                    future.status == "finished" and staged_info(path) is None):
+                logger.warning("partition %d-%d of %s was lost with a worker: submitted again",
+                               lo, hi, name)
+                future = self._submit(name, lo, hi, workers, run_id + "r")
+            time.sleep(STAGED_POLL)
+
+    @staticmethod
+    def _read(staged: Staged) -> BlockRange:
+        logs, end, lo, hi = read_staged(Path(staged.file))
+        typed = as_logs(logs)
+        size = sum(len(lg.data) for lg in typed) + 400 * len(typed)
+        return BlockRange(lo, hi, end, typed, hi - lo + 1, size, len(typed))
