@@ -175,9 +175,9 @@ def _record_commits(monkeypatch) -> list[tuple[int, int, int]]:
     commits = []
     real = Store.commit_range
 
-    def commit_range(self, rows, lo, hi, hi_hash, start_block):
+    def commit_range(self, rows, lo, hi, hi_hash, start_block, staged=None):
         commits.append((lo, hi, len(rows.changes["block_number"])))
-        return real(self, rows, lo, hi, hi_hash, start_block)
+        return real(self, rows, lo, hi, hi_hash, start_block, staged)
 
     monkeypatch.setattr(Store, "commit_range", commit_range)
     return commits
@@ -375,11 +375,11 @@ def test_a_commit_failing_on_the_writer_thread_stops_the_backfill_and_loses_noth
     real = Store.commit_range
     calls = []
 
-    def failing(self, rows, lo, hi, hi_hash, start_block):
+    def failing(self, rows, lo, hi, hi_hash, start_block, staged=None):
         calls.append(threading.current_thread().name)
         if len(calls) == 3:
             raise StoreError("disk full (injected)")
-        return real(self, rows, lo, hi, hi_hash, start_block)
+        return real(self, rows, lo, hi, hi_hash, start_block, staged)
 
     monkeypatch.setattr(Store, "commit_range", failing)
     cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=50)

@@ -92,11 +92,14 @@ def _fetch_span(state: ScanState, rpc: Rpc, addresses: list[str], lo: int, hi: i
     return out
 
 
-def fetch_range(state: ScanState, rpc: Rpc, lo: int, limit: int) -> BlockRange:
-    """One range from ``lo`` toward ``limit``: its logs and the header of its last block."""
+def fetch_range(state: ScanState, rpc: Rpc, lo: int, limit: int, header: bool = True
+                ) -> BlockRange:
+    """One range from ``lo`` toward ``limit``: its logs and (with ``header``) the header of its
+    last block."""
     blocks = state.sizer.size
     hi, logs = fetch_logs(state, rpc, lo, limit)
-    return BlockRange(lo, hi, rpc.fetch_block(hi), logs, blocks, log_bytes(logs), len(logs))
+    end = rpc.fetch_block(hi) if header else {}
+    return BlockRange(lo, hi, end, logs, blocks, log_bytes(logs), len(logs))
 
 
 def fetch_ahead(state: ScanState, rpc: Rpc, lo: int, hi: int,
@@ -111,14 +114,15 @@ def fetch_ahead(state: ScanState, rpc: Rpc, lo: int, hi: int,
     ``scanner.REQUEST_BYTES``), a commit has a fixed cost. Adapters whose fetch depends on the
     ranges before it (``markets_added``: a market found in one range is fetched in the next)
     fetch one answer at a time, and each is a range."""
-    answers = _answers(state, rpc, lo, hi)
     if state.source.adapter.scans_markets:
-        return answers
-    return _join_answers(answers, state.source.response_bytes, stop)
+        return _answers(state, rpc, lo, hi, headers=True)
+    # only a joined range's last block needs its header: one request per range, not per answer
+    answers = _answers(state, rpc, lo, hi, headers=False)
+    return _join_answers(answers, state.source.response_bytes, stop, rpc)
 
 
-def _join_answers(answers: Generator[BlockRange, None, None], budget: int, stop: threading.Event | None
-                  ) -> Generator[BlockRange, None, None]:
+def _join_answers(answers: Generator[BlockRange, None, None], budget: int,
+                  stop: threading.Event | None, rpc: Rpc) -> Generator[BlockRange, None, None]:
     batch: list[BlockRange] = []
     size = 0
     with closing(answers):
@@ -126,25 +130,28 @@ def _join_answers(answers: Generator[BlockRange, None, None], budget: int, stop:
             batch.append(fetched)
             size += fetched.log_bytes
             if size * 10 >= budget * 7 or len(batch) >= JOIN_MAX or (stop and stop.is_set()):
-                yield joined(batch)
+                yield joined(batch, rpc)
                 batch, size = [], 0
         if batch:
-            yield joined(batch)
+            yield joined(batch, rpc)
 
 
-def joined(batch: list[BlockRange]) -> BlockRange:
-    """Consecutive fetched ranges as one."""
+def joined(batch: list[BlockRange], rpc: Rpc) -> BlockRange:
+    """Consecutive fetched ranges as one, with the header of its last block."""
+    last = batch[-1]
+    end = last.end or rpc.fetch_block(last.hi)
     if len(batch) == 1:
-        return batch[0]
+        last.end = end
+        return last
     logs: list[Log] = []
     for f in batch:
         logs += f.logs
-    last = batch[-1]
-    return BlockRange(batch[0].lo, last.hi, last.end, logs, last.request_blocks,
+    return BlockRange(batch[0].lo, last.hi, end, logs, last.request_blocks,
                       sum(f.log_bytes for f in batch), len(logs))
 
 
-def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int) -> Generator[BlockRange, None, None]:
+def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int, headers: bool
+             ) -> Generator[BlockRange, None, None]:
     """The answers covering [lo, hi] in order, as many fetched ahead as the endpoints take now
     (their learnt windows, at most ``requests_in_flight``; one at a time for adapters that
     discover markets)."""
@@ -152,7 +159,7 @@ def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int) -> Generator[BlockRan
     depth = 1 if source.adapter.scans_markets else source.chain.requests_in_flight
     if depth <= 1:
         while lo <= hi:
-            fetched = fetch_range(state, rpc, lo, hi)
+            fetched = fetch_range(state, rpc, lo, hi, headers)
             yield fetched
             lo = fetched.hi + 1
         return
@@ -163,13 +170,13 @@ def _answers(state: ScanState, rpc: Rpc, lo: int, hi: int) -> Generator[BlockRan
         while pending or lo <= hi:
             while lo <= hi and len(pending) < min(depth, rpc.capacity()):
                 end = state.sizer.end_for(lo, hi)
-                pending.append((end, pool.submit(fetch_range, state, rpc, lo, end)))
+                pending.append((end, pool.submit(fetch_range, state, rpc, lo, end, headers)))
                 lo = end + 1
             end, future = pending.popleft()
             fetched = future.result()
             if fetched.hi < end:  # the range shrank (a cap, or an answer over the budget)
                 pending.appendleft((end, pool.submit(fetch_range, state, rpc, fetched.hi + 1,
-                                                     end)))
+                                                     end, headers)))
             yield fetched
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
