@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -55,6 +55,9 @@ from indexer.rpc import Rpc
 from indexer.service import open_service
 from indexer.service import stop as stop_service
 from indexer.store import Limits, Store, write_parquet
+
+if TYPE_CHECKING:  # dask is imported only when a cluster is used (see _cluster)
+    from indexer.cluster import Cluster
 
 logger = logging.getLogger("indexer")
 #: Exit code of a reorg deeper than the kept window (nothing written; see README).
@@ -190,7 +193,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cluster(args: argparse.Namespace, cfg: Config) -> Any:
+def _cluster(args: argparse.Namespace, cfg: Config) -> Cluster | None:
     """The Dask cluster that --cluster or the config names (None: this machine alone)."""
     address = args.cluster or cfg.cluster_address
     if not address:
@@ -206,7 +209,7 @@ def _cluster(args: argparse.Namespace, cfg: Config) -> Any:
 
 def _backfill_one(args: argparse.Namespace, cfg: Config, chains: dict[str, Chain], store: Store,
                   stop: threading.Event, progress: Progress, total_line: bool,
-                  cluster: Any = None
+                  cluster: Cluster | None = None
                   ) -> Callable[[ScanState, ThreadPoolExecutor], tuple[int, int]]:
     """One source's backfill as :func:`backfill_all` runs it, with its progress line (and, for
     several sources, a total line: blocks of every source, logs and ETA of them all)."""

@@ -96,7 +96,6 @@ class Endpoint:
     fastest: float | None = None
     failures: int = 0
     failed_at: float = 0.0
-    down_until: float = 0.0
     paused_until: float = 0.0
     next_start: float = 0.0
     last_window_cut: float = 0.0
@@ -161,7 +160,7 @@ class Endpoints:
         ceiling (the fetch stage keeps about this many ranges ahead)."""
         now = self.clock()
         with self._changed:
-            usable = [e for e in self.all if e.down_until <= now] or self.all
+            usable = [e for e in self.all if not self._down(e, now)] or self.all
             return max(1, min(self.ceiling, sum(int(e.window) for e in usable)))
 
     # -- requests --------------------------------------------------------------------------
@@ -190,8 +189,8 @@ class Endpoints:
             for e in open_:
                 if e.failures and now - e.failed_at >= self.recover_after:
                     # its time out is over: tried first again (as yet unmeasured)
-                    e.down_until, e.failures, e.latency = 0.0, 0, None
-            healthy = [e for e in open_ if e.down_until <= now] or open_
+                    e.failures, e.latency = 0, None
+            healthy = [e for e in open_ if not self._down(e, now)] or open_
             in_flight = sum(e.in_flight for e in self.all)
             ready = [e for e in healthy if in_flight < self.ceiling
                      and e.in_flight < int(e.window) and e.paused_until <= now
@@ -207,6 +206,12 @@ class Endpoints:
             if rate is not None:
                 ep.next_start = max(now, ep.next_start) + 1 / rate
             return ep
+
+    def _down(self, ep: Endpoint, now: float) -> bool:
+        """Left out (failover): it failed FAILURES_TO_FAILOVER times in a row less than
+        ``recover_after`` seconds ago, and there is another endpoint."""
+        return (len(self.all) > 1 and ep.failures >= FAILURES_TO_FAILOVER
+                and now - ep.failed_at < self.recover_after)
 
     @staticmethod
     def _expected(ep: Endpoint) -> float:
@@ -229,13 +234,10 @@ class Endpoints:
                 ep.failed_at = now
                 if outcome == "timeout":
                     self._cut_window(ep, now, 0.5)
-                if ep.failures >= FAILURES_TO_FAILOVER and len(self.all) > 1:
-                    ep.down_until = now + self.recover_after
             self._changed.notify_all()
 
     def _answered(self, ep: Endpoint, now: float, seconds: float) -> None:
         ep.failures = 0
-        ep.down_until = 0.0
         if ep.first_answer is None:
             ep.first_answer = now
         ep.answered.append(now)

@@ -106,8 +106,8 @@ def fetch_ahead(state: ScanState, rpc: Rpc, lo: int, hi: int,
                 stop: threading.Event | None = None) -> Generator[BlockRange, None, None]:
     """The ranges covering [lo, hi] in order, each fetched while earlier ones are prepared and
     committed: as many requests as the endpoints take (``Rpc.capacity``, at most
-    ``requests_in_flight``) run on threads ahead of the consumer. At most that many answers wait, each bounded by the byte budget (backpressure, not an
-    unbounded queue).
+    ``requests_in_flight``) run on threads ahead of the consumer. At most that many answers
+    wait, each bounded by the byte budget (backpressure, not an unbounded queue).
 
     Consecutive answers are joined into one range of about ``response_bytes`` of logs (at most
     ``JOIN_MAX`` answers, or fewer once ``stop`` is set): the sizer keeps answers small (see
