@@ -88,8 +88,10 @@ class Endpoint:
     window: float = START_WINDOW
     #: Learnt requests a second (None: no refusal seen yet).
     rate: float | None = None
-    #: When the rate was last cut (it grows from there).
+    #: When the rate was last cut or held (it grows from there), and last cut (refusals of
+    #: requests sent before it are not counted).
     cut_at: float = 0.0
+    counted_from: float = 0.0
     in_flight: int = 0
     #: Average seconds of a successful answer, and the fastest seen (the unloaded round trip).
     latency: float | None = None
@@ -104,15 +106,22 @@ class Endpoint:
     first_answer: float | None = None
     requests: int = 0
     refused: int = 0
-    #: Requests and refusals since the rate was last cut; the cuts in force, and the rate and
-    #: share of refusals before the last.
+    #: Requests and refusals since the rate was last cut; the cuts in force, the rate before
+    #: the first of them, and the share of refusals before the last.
     requests_since_cut: int = 0
     refused_since_cut: int = 0
     cuts: int = 0
-    rate_before_cut: float | None = None
+    rate_before_cuts: float | None = None
     share_before_cut: float = 0.0
     #: Until when refusals are taken as noise (no cut).
     noise_until: float = 0.0
+    #: The rate the endpoint is known to take: what it accepted at the last cut, raised to
+    #: each rate at which it refused no larger share than below it (see ``_refused``).
+    known_rate: float = 0.0
+    #: Requests started since the last cut below ``known_rate`` and at or above it, and the
+    #: refusals of each.
+    below: list[int] = field(default_factory=lambda: [0, 0])
+    above: list[int] = field(default_factory=lambda: [0, 0])
 
 
 class Endpoints:
@@ -205,6 +214,7 @@ class Endpoints:
             rate = self.rate_of(ep, now)
             if rate is not None:
                 ep.next_start = max(now, ep.next_start) + 1 / rate
+                (ep.below if rate < ep.known_rate else ep.above)[0] += 1
             return ep
 
     def _down(self, ep: Endpoint, now: float) -> bool:
@@ -261,7 +271,7 @@ class Endpoints:
         ep.refused += 1
         if retry_after:
             ep.paused_until = max(ep.paused_until, now + min(retry_after, 60.0))
-        if now - ep.cut_at < 2 * (ep.latency or 0.0) + 0.1:
+        if now - ep.counted_from < 2 * (ep.latency or 0.0) + 0.1:
             return  # sent before the last cut took effect: nothing new
         ep.refused_since_cut += 1
         share = ep.refused_since_cut / max(ep.requests_since_cut, 1)
@@ -270,24 +280,53 @@ class Endpoints:
         if ep.cuts:
             if ep.requests_since_cut < NOISY_SAMPLE:
                 return  # too soon to tell what the last cut did
-            if share >= NOISY_SHARE and share >= 0.8 * ep.share_before_cut:
-                # the last cut did not lower the refusals: they are not about our rate (a
-                # provider refusing at random, or under its own load), and cutting again would
-                # starve the endpoint: the last cut is undone
-                ep.rate, ep.cuts, ep.share_before_cut = ep.rate_before_cut, 0, 0.0
+            if share >= NOISY_SHARE and 0.5 * share <= ep.share_before_cut <= 1.25 * share:
+                # the last cut did not change the many refusals: they are not about our rate
+                # (a provider refusing at random, or under its own load), and cutting again
+                # would starve the endpoint: the last cut is undone. (Many refusals where
+                # there were few before the cut are a limit that fell.)
+                ep.rate, ep.cuts, ep.share_before_cut = ep.rate_before_cuts, 0, 0.0
                 ep.noise_until = now + NOISE_HOLD
                 return
+        current = self.rate_of(ep, now)
+        if ep.cuts and current is not None and not self._about_our_rate(ep, current):
+            return
         accepted = self._accepted(ep, now)
         if accepted is None:
             return  # not one answer yet: nothing to size the rate by
-        current = self.rate_of(ep, now)
         new = RATE_CUT * (accepted if current is None else min(current, max(accepted, 1e-9)))
-        ep.rate_before_cut, ep.share_before_cut = ep.rate, share
+        if not ep.cuts:
+            ep.rate_before_cuts = ep.rate
+        ep.share_before_cut = share
         ep.rate = max(new, MIN_RATE)
+        ep.known_rate = accepted
+        ep.below, ep.above = [0, 0], [0, 0]
         ep.cuts += 1
-        ep.cut_at = now
+        ep.cut_at = ep.counted_from = now
         ep.requests_since_cut = ep.refused_since_cut = 0
         ep.next_start = max(ep.next_start, now + 1 / ep.rate)
+
+    @staticmethod
+    def _about_our_rate(ep: Endpoint, current: float) -> bool:
+        """Whether a refusal (after a cut) says the endpoint's limit is below ``current``.
+
+        At a rate limit, nothing is refused below it and more and more above it. Refusals that
+        are not about our rate (every ninth request refused, a quota shared with others) come
+        at one share whatever the rate; each cut would lower the answers the endpoint gives
+        and so the next cut, down to nothing. So the share refused at or above the rate known
+        to be taken is weighed against the share refused below it: about the same, and the
+        known rate rises to ``current`` (no cut); more, and it is a limit. Below the known rate
+        only a share past NOISY_SHARE cuts (the limit fell)."""
+        below = ep.below[1] / ep.below[0] if ep.below[0] >= NOISY_SAMPLE else 0.0
+        if current < ep.known_rate:
+            ep.below[1] += 1
+            return ep.below[0] >= NOISY_SAMPLE and below >= NOISY_SHARE
+        ep.above[1] += 1
+        above = ep.above[1] / max(ep.above[0], 1)
+        if below > 0 and above <= 2 * below + 0.01:
+            ep.known_rate = current
+            return False
+        return True
 
     @staticmethod
     def _accepted(ep: Endpoint, now: float) -> float | None:

@@ -29,6 +29,12 @@ class Provider:
     fails: bool = False
     #: Share of requests refused at random, whatever the rate (a provider under its own load).
     refuse_share: float = 0.0
+    #: Every Nth request refused, whatever the rate (a test node's fault, or a provider's quota
+    #: shared with others).
+    refuse_every: int = 0
+    #: (from when, the new limit): the provider's limit changes mid-run.
+    new_rate: tuple[float, float] | None = None
+    seen: int = field(init=False, default=0)
     tokens: float = field(init=False, default=0.0)
     refill_at: float = field(init=False, default=0.0)
     in_flight: int = field(init=False, default=0)
@@ -37,6 +43,11 @@ class Provider:
         self.tokens = self.burst
 
     def admit(self, now: float) -> bool:
+        self.seen += 1
+        if self.refuse_every and self.seen % self.refuse_every == 0:
+            return False
+        if self.new_rate is not None and now >= self.new_rate[0]:
+            self.rate = self.new_rate[1]
         if self.rate is None:
             return True
         self.tokens = min(self.burst, self.tokens + (now - self.refill_at) * self.rate)
@@ -154,6 +165,24 @@ def test_refusals_at_random_do_not_starve_the_endpoint():
                             workers=8, ceiling=8)
     late = [t for t, _ in run.answered if t >= 60]
     assert len(late) / 60 >= 0.5 * 0.65 * 8 / 0.1, len(late) / 60  # half of what 8 get
+
+
+def test_refusals_every_ninth_request_do_not_starve_the_endpoint():
+    # a share of refusals too low to be taken as noise, that a cut does not lower: each cut
+    # lowers the rate the endpoint is seen to accept, so cutting on each would end near zero
+    run, limiter = simulate([Provider(latency=0.1, refuse_every=9)], seconds=300, workers=8,
+                            ceiling=8)
+    late = [t for t, _ in run.answered if t >= 240]
+    assert len(late) / 60 >= 0.5 * 8 / 9 * 8 / 0.1, len(late) / 60  # half of what 8 get
+
+
+def test_a_limit_that_halves_is_followed_down():
+    run, limiter = simulate([Provider(latency=0.16, rate=50.0, new_rate=(120.0, 25.0))],
+                            seconds=300)
+    (ep,) = limiter.all
+    assert 0.8 * 25 <= limiter.rate_of(ep, 300) <= 1.05 * 25
+    late = [t for t, _ in run.answered if t >= 180]
+    assert len(late) / 120 >= 0.9 * 25, len(late) / 120
 
 
 def test_retry_after_pauses_the_endpoint():
