@@ -11,8 +11,11 @@ one transaction; then the file goes. A task that is retried, or a worker that di
 same file; a writer killed with SIGKILL resumes from its checkpoint and takes the files already
 staged as they are, so it redoes at most the partitions in flight.
 
-An endpoint's ``requests_per_second`` is split between the workers, so the cluster as a whole
-keeps to it; without it, each worker learns its share from the provider's refusals.
+Each endpoint's requests a second hold for the cluster as a whole: a ``SharedRates`` actor on
+one worker paces every request of the run, the workers' and the writer's, to the endpoint's
+``requests_per_second`` or to the rate it learns from the provider's refusals (each process
+keeps its own requests-in-flight windows). Should that worker die, each process keeps to its
+share of ``requests_per_second`` (the rate split between the workers) and learns the rest alone.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, Future
+from distributed import Actor, Client, Future, Worker, get_worker
 
 from indexer.backfill import ensure_markets
 from indexer.chains import Chain
 from indexer.chains.evm import EvmChain
 from indexer.config import load_config
+from indexer.endpoints import SharedRates
 from indexer.engine.commit import CommitQueue
 from indexer.engine.fetch import fetch_ahead
 from indexer.engine.ranges import BlockRange
@@ -53,6 +57,8 @@ STAGED_POLL, WAIT_NOTE = 0.01, 5.0
 #: Partitions per worker thread kept submitted ahead of the one being merged: enough to keep the
 #: cluster busy, few enough to bound the staging folder.
 AHEAD_PER_THREAD = 2
+#: Seconds to wait for the shared rate limiter's answer before pacing alone.
+PACER_TIMEOUT = 10.0
 
 
 class ClusterError(IndexerError):
@@ -64,6 +70,28 @@ def partitions(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size - 1, hi)) for a in range(lo, hi + 1, size)]
 
 
+class ActorPacer:
+    """An ``endpoints.Pacer`` that asks the run's ``SharedRates`` actor."""
+
+    def __init__(self, actor: Actor) -> None:
+        # bound to this worker now: the fetch threads that ask it are not Dask's, and an actor
+        # looks for its worker in the asking thread
+        try:
+            worker: Worker | None = get_worker()
+        except ValueError:
+            worker = None  # the writer: it asks through its client
+        _, (cls, address, key) = actor.__reduce__()
+        self.actor = Actor(cls, address, key, worker=worker)
+        self.key = actor.key
+
+    def start(self, key: str, calls: int = 1) -> float:
+        return float(self.actor.start(key, calls).result(timeout=PACER_TIMEOUT))
+
+    def ended(self, key: str, outcome: str, seconds: float, retry_after: float | None,
+              calls: int = 1) -> None:
+        self.actor.ended(key, outcome, seconds, retry_after, calls)  # not waited for
+
+
 # -- on a worker -----------------------------------------------------------------------------
 
 #: Each worker process builds a source and its chain client once (the client keeps the
@@ -72,17 +100,22 @@ _WORKER_SOURCES: dict[tuple[str, str, int], tuple[Source, EvmChain]] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def _worker_source(config_file: str, name: str, workers: int) -> tuple[Source, EvmChain]:
+def _worker_source(config_file: str, name: str, workers: int,
+                   rates: Actor | None) -> tuple[Source, EvmChain]:
     key = (config_file, name, workers)
     with _WORKER_LOCK:
         if key not in _WORKER_SOURCES:
             cfg = load_config(config_file)
             source = build_source(cfg, cfg.protocol(name))
             chain = source.chain
-            if chain.requests_per_second is not None:  # the cluster keeps to the limit
+            if chain.requests_per_second is not None:  # its share, should the actor go
                 chain = replace(chain, requests_per_second=chain.requests_per_second / workers)
             _WORKER_SOURCES[key] = (source, EvmChain.connect(chain))
-        return _WORKER_SOURCES[key]
+        source, evm = _WORKER_SOURCES[key]
+        pacer = evm.rpc.endpoints.pacer
+        if rates is not None and getattr(pacer, "key", None) != rates.key:
+            evm.rpc.endpoints.pacer = ActorPacer(rates)  # this run's
+        return source, evm
 
 
 def _log_columns(logs: list[Log]) -> dict[str, list[Any]]:
@@ -95,14 +128,14 @@ def _log_columns(logs: list[Log]) -> dict[str, list[Any]]:
 
 
 def stage_partition(config_file: str, name: str, lo: int, hi: int, staging: str,
-                    workers: int) -> Staged:
+                    workers: int, rates: Actor | None = None) -> Staged:
     """The task a worker runs: fetch blocks [lo, hi] of source ``name`` and stage their logs
     (a file already staged, by an earlier try or run, is taken as it is)."""
     path = staged_path(Path(staging), name, lo, hi)
     done = staged_info(path)
     if done is not None:
         return done
-    source, chain = _worker_source(config_file, name, workers)
+    source, chain = _worker_source(config_file, name, workers, rates)
     state = source.new_state()
     logs: list[Log] = []
     end: dict[str, Any] | None = None
@@ -114,6 +147,18 @@ def stage_partition(config_file: str, name: str, lo: int, hi: int, staging: str,
 
 
 # -- on the writer ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One source's run over the cluster: task keys of their own (a killed writer's tasks may
+    linger on the scheduler under theirs; the files, not the keys, make a partition's work
+    happen once), and its shared rate limiter."""
+
+    name: str
+    workers: int
+    id: str
+    rates: Actor | None
 
 
 @dataclass
@@ -170,9 +215,12 @@ class Cluster:
         size = self.partition_blocks or 4 * source.chain.max_block_range
         workers, threads = self.threads
         parts = deque(partitions(lo, hi, size))
-        # task keys of their own per run: a killed writer's tasks may linger on the scheduler
-        # under their keys; the files, not the keys, make a partition's work happen once
-        run_id = uuid.uuid4().hex[:8]
+        run = _Run(source.name, workers, uuid.uuid4().hex[:8], None)
+        rates = self._shared_rates(chain, run)
+        run = replace(run, rates=None if rates is None else rates.result(timeout=CONNECT_TIMEOUT))
+        evm = chain if isinstance(chain, EvmChain) else None
+        if evm is not None and run.rates is not None:
+            evm.rpc.endpoints.pacer = ActorPacer(run.rates)  # the writer's requests too
         pending: deque[tuple[int, int, Future]] = deque()
         done = lo - 1
         in_order = source.adapter.reads_prior_state
@@ -190,9 +238,9 @@ class Cluster:
                 while pending or parts:
                     while parts and len(pending) < AHEAD_PER_THREAD * threads:
                         a, b = parts.popleft()
-                        pending.append((a, b, self._submit(source.name, a, b, workers, run_id)))
+                        pending.append((a, b, self._submit(run, a, b)))
                     a, b, future = pending.popleft()
-                    staged = self._staged(source.name, a, b, future, workers, run_id)
+                    staged = self._staged(run, a, b, future)
                     if stop.is_set():
                         break
                     fetched = self._read(staged)
@@ -205,23 +253,37 @@ class Cluster:
             finally:
                 for _, _, future in pending:
                     future.cancel()
+                if evm is not None:
+                    evm.rpc.endpoints.pacer = None
+                if rates is not None:
+                    rates.release()
         return done
 
-    def _submit(self, name: str, lo: int, hi: int, workers: int, run_id: str) -> Future:
-        return self.client.submit(stage_partition, self.config_file, name, lo, hi,
-                                  str(self.staging), workers, key=f"stage-{name}-{lo}-{hi}-{run_id}",
+    def _shared_rates(self, chain: Chain, run: _Run) -> Future | None:
+        """The run's ``SharedRates`` actor, on one worker (None for a chain without RPC
+        endpoints)."""
+        if not isinstance(chain, EvmChain):
+            return None
+        eps = chain.rpc.endpoints
+        return self.client.submit(SharedRates, [e.name for e in eps.all],
+                                  [e.key for e in eps.all], chain.config.requests_per_second,
+                                  actor=True, key=f"rates-{run.name}-{run.id}")
+
+    def _submit(self, run: _Run, lo: int, hi: int, retry: str = "") -> Future:
+        return self.client.submit(stage_partition, self.config_file, run.name, lo, hi,
+                                  str(self.staging), run.workers, run.rates,
+                                  key=f"stage-{run.name}-{lo}-{hi}-{run.id}{retry}",
                                   pure=False, retries=3)
 
-    def _staged(self, name: str, lo: int, hi: int, future: Future, workers: int,
-                run_id: str) -> Staged:
+    def _staged(self, run: _Run, lo: int, hi: int, future: Future) -> Staged:
         """The partition's file once a worker staged it. The file is the result (no result
         travels back through the scheduler, which can lose it with a worker): a task that fails
         raises its error here, a task the cluster lost is submitted again."""
-        path = staged_path(self.staging, name, lo, hi)
+        path = staged_path(self.staging, run.name, lo, hi)
         said = time.monotonic()
         while True:
             if time.monotonic() - said > WAIT_NOTE:
-                logger.info("waiting for partition %d-%d of %s (its task: %s)", lo, hi, name,
+                logger.info("waiting for partition %d-%d of %s (its task: %s)", lo, hi, run.name,
                             future.status)
                 said = time.monotonic()
             done = staged_info(path)
@@ -232,8 +294,8 @@ class Cluster:
             if future.status in ("lost", "cancelled") or (
                     future.status == "finished" and staged_info(path) is None):
                 logger.warning("partition %d-%d of %s was lost with a worker: submitted again",
-                               lo, hi, name)
-                future = self._submit(name, lo, hi, workers, run_id + "r")
+                               lo, hi, run.name)
+                future = self._submit(run, lo, hi, retry="r")
             time.sleep(STAGED_POLL)
 
     @staticmethod

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,40 @@ LATENCY_WEIGHT = 0.2
 FAILURES_TO_FAILOVER = 2
 #: Longest wait for a free slot before looking again (a release wakes waiters sooner).
 WAIT_STEP = 0.25
+
+
+class Pacer(Protocol):
+    """Requests a second per endpoint, kept by one process for several (a cluster's workers)."""
+
+    def start(self, key: str, calls: int = 1) -> float:
+        """0.0 when a request of ``calls`` calls to endpoint ``key`` may start now (counted),
+        else seconds to wait."""
+
+    def ended(self, key: str, outcome: str, seconds: float, retry_after: float | None,
+              calls: int = 1) -> None:
+        """The request ended (as :meth:`Endpoints.release`)."""
+
+
+class SharedRates:
+    """The rate half of :class:`Endpoints` for several processes that use the same endpoints:
+    one process holds it (in a cluster, a Dask actor) and the others ask it before each
+    request starts and tell it how each ended, so the endpoints' rates, learnt or configured,
+    hold for all of them together. Each process keeps its own requests-in-flight windows."""
+
+    def __init__(self, names: Sequence[str], keys: Sequence[str], max_rate: float | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.endpoints = Endpoints(names, keys, 1 << 30, max_rate, clock=clock)
+        self.by_key = {e.key: e for e in self.endpoints.all}
+
+    def start(self, key: str, calls: int = 1) -> float:
+        return self.endpoints.try_start(self.by_key[key], calls)
+
+    def ended(self, key: str, outcome: str, seconds: float, retry_after: float | None,
+              calls: int = 1) -> None:
+        self.endpoints.release(self.by_key[key], outcome, seconds, retry_after, calls)
+
+    def summary(self) -> list[dict[str, Any]]:
+        return self.endpoints.summary()
 
 
 def endpoint_key(url: str) -> str:
@@ -150,6 +184,9 @@ class Endpoints:
             latency = known.get("latency")
             if isinstance(latency, int | float) and latency > 0:
                 ep.latency = ep.fastest = float(latency)
+        #: Paces requests a second for several processes at once (see SharedRates); None:
+        #: this process paces them itself.
+        self.pacer: Pacer | None = None
         self._changed = threading.Condition(threading.RLock())
 
     # -- limits ----------------------------------------------------------------------------
@@ -174,20 +211,21 @@ class Endpoints:
 
     # -- requests --------------------------------------------------------------------------
 
-    def acquire(self, skip: frozenset[int] = frozenset(),
-                stop: threading.Event | None = None) -> Endpoint | None:
+    def acquire(self, skip: frozenset[int] = frozenset(), stop: threading.Event | None = None,
+                calls: int = 1) -> Endpoint | None:
         """An endpoint for one request, once one has room (blocks); None when every endpoint
         is in ``skip`` (the caller has tried each enough), or ``stop`` is set."""
         with self._changed:
             while True:
-                got = self.try_acquire(skip)
+                got = self.try_acquire(skip, calls)
                 if not isinstance(got, float):
                     return got
                 self._changed.wait(got)
                 if stop is not None and stop.is_set():
                     return None
 
-    def try_acquire(self, skip: frozenset[int] = frozenset()) -> Endpoint | None | float:
+    def try_acquire(self, skip: frozenset[int] = frozenset(),
+                    calls: int = 1) -> Endpoint | None | float:
         """An endpoint with room for one request now (counted in flight), None when every
         endpoint is in ``skip``, else the seconds after which to try again."""
         with self._changed:
@@ -201,21 +239,58 @@ class Endpoints:
                     e.failures, e.latency = 0, None
             healthy = [e for e in open_ if not self._down(e, now)] or open_
             in_flight = sum(e.in_flight for e in self.all)
+            paced_here = self.pacer is None
             ready = [e for e in healthy if in_flight < self.ceiling
-                     and e.in_flight < int(e.window) and e.paused_until <= now
-                     and e.next_start <= now]
+                     and e.in_flight < int(e.window) and (not paced_here or (
+                         e.paused_until <= now and e.next_start <= now))]
             if not ready:
-                wake = [t for e in healthy for t in (e.paused_until, e.next_start) if t > now]
+                wake = [t for e in healthy for t in (e.paused_until, e.next_start)
+                        if t > now and paced_here]
                 return min([WAIT_STEP] + [t - now for t in wake])
             ep = min(ready, key=lambda e: (self._expected(e), e.index))
-            ep.in_flight += 1
-            ep.requests += 1
-            ep.requests_since_cut += 1
-            rate = self.rate_of(ep, now)
-            if rate is not None:
-                ep.next_start = max(now, ep.next_start) + 1 / rate
-                (ep.below if rate < ep.known_rate else ep.above)[0] += 1
+            if self.pacer is not None:
+                wait = self._shared_wait(ep, calls)
+                if wait:
+                    return min(wait, WAIT_STEP)
+            self._start(ep, now, self.pacer is None, calls)
             return ep
+
+    def try_start(self, ep: Endpoint, calls: int = 1) -> float:
+        """For a shared pacer: 0.0 when a request to ``ep`` may start now (counted), else the
+        seconds to wait (its rate and ``Retry-After`` only, not its window)."""
+        with self._changed:
+            now = self.clock()
+            wait = max(ep.paused_until, ep.next_start) - now
+            if wait > 0:
+                return wait
+            self._start(ep, now, True, calls)
+            return 0.0
+
+    def _start(self, ep: Endpoint, now: float, paced: bool, calls: int) -> None:
+        """Count a request of ``calls`` calls to ``ep`` started; if ``paced`` here, the next
+        start is put off by as many calls at its rate (a provider counts each call of a
+        JSON-RPC batch)."""
+        ep.in_flight += 1
+        ep.requests += 1
+        if not paced:
+            return
+        ep.requests_since_cut += 1
+        rate = self.rate_of(ep, now)
+        if rate is not None:
+            ep.next_start = max(now, ep.next_start) + calls / rate
+            (ep.below if rate < ep.known_rate else ep.above)[0] += 1
+
+    def _shared_wait(self, ep: Endpoint, calls: int) -> float:
+        """Seconds the shared pacer says to wait before a request to ``ep`` (0: start now); a
+        pacer that is gone leaves the pace to this process from then on."""
+        assert self.pacer is not None
+        try:
+            return self.pacer.start(ep.key, calls)
+        except Exception as e:  # the process holding it is gone: whatever the error is
+            logger.warning("the shared rate limiter is gone (%s): this process keeps to its "
+                           "own share from now on", e)
+            self.pacer = None
+            return 0.0
 
     def _down(self, ep: Endpoint, now: float) -> bool:
         """Left out (failover): it failed FAILURES_TO_FAILOVER times in a row less than
@@ -229,16 +304,25 @@ class Endpoints:
         return (ep.latency or 0.0) * (1 + ep.in_flight / max(ep.window, 1.0)) + ep.failures
 
     def release(self, ep: Endpoint, outcome: str, seconds: float,
-                retry_after: float | None = None) -> None:
-        """A request to ``ep`` ended: ``ok`` (answered, an error answer included), or the kind
-        of transient failure (``rate_limited``, ``http_429``, ``timeout``, ``transport``...)."""
+                retry_after: float | None = None, calls: int = 1) -> None:
+        """A request of ``calls`` calls to ``ep`` ended: ``ok`` (answered, an error answer
+        included), or the kind of transient failure (``rate_limited``, ``http_429``,
+        ``timeout``, ``transport``...)."""
         with self._changed:
             now = self.clock()
             ep.in_flight -= 1
+            if self.pacer is not None:
+                try:
+                    self.pacer.ended(ep.key, outcome, seconds, retry_after, calls)
+                except Exception:  # noqa: S110 -- gone: the next start says so and falls back
+                    pass
             if outcome == "ok":
-                self._answered(ep, now, seconds)
+                self._answered(ep, now, seconds, calls)
             elif outcome in ("rate_limited", "http_429"):
-                self._refused(ep, now, retry_after)
+                if self.pacer is None:
+                    self._refused(ep, now, retry_after)
+                else:
+                    ep.refused += 1
             else:
                 ep.failures += 1
                 ep.failed_at = now
@@ -246,11 +330,11 @@ class Endpoints:
                     self._cut_window(ep, now, 0.5)
             self._changed.notify_all()
 
-    def _answered(self, ep: Endpoint, now: float, seconds: float) -> None:
+    def _answered(self, ep: Endpoint, now: float, seconds: float, calls: int) -> None:
         ep.failures = 0
         if ep.first_answer is None:
             ep.first_answer = now
-        ep.answered.append(now)
+        ep.answered.extend([now] * calls)  # the accepted rate is in calls, as it is paced
         while ep.answered and ep.answered[0] < now - RATE_SPAN_MAX:
             ep.answered.popleft()
         ep.fastest = seconds if ep.fastest is None else min(ep.fastest, seconds)
@@ -299,7 +383,10 @@ class Endpoints:
             ep.rate_before_cuts = ep.rate
         ep.share_before_cut = share
         ep.rate = max(new, MIN_RATE)
-        ep.known_rate = accepted
+        # what it accepted, if measured over a span long enough (a short one overstates it,
+        # by the provider's burst): refusals below it are weighed as not about our rate
+        assert ep.first_answer is not None
+        ep.known_rate = accepted if now - ep.first_answer >= RATE_SPAN else 0.0
         ep.below, ep.above = [0, 0], [0, 0]
         ep.cuts += 1
         ep.cut_at = ep.counted_from = now

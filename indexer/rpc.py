@@ -256,10 +256,12 @@ class Rpc:
         attempts = min(self.max_attempts, FIRST_ATTEMPTS) if first else self.max_attempts
         timeout = min(self.timeout, FIRST_TIMEOUT) if first else self.timeout
         tries: defaultdict[int, float] = defaultdict(float)  # attempts spent per endpoint
+        calls = len(payload) if isinstance(payload, list) else 1  # a provider counts each
         failed: list[_Transient] = []
 
         def attempt() -> Any:
-            ep = self.endpoints.acquire(frozenset(i for i, n in tries.items() if n >= attempts))
+            ep = self.endpoints.acquire(frozenset(i for i, n in tries.items() if n >= attempts),
+                                        calls=calls)
             if ep is None:
                 raise self._unavailable(what, attempts, timeout, first, failed[-1])
             started = time.monotonic()
@@ -267,7 +269,8 @@ class Rpc:
                 reply = self._post_once(self.urls[ep.index], body, decode, max_bytes, get,
                                         timeout)
             except _Transient as e:
-                self.endpoints.release(ep, e.kind, time.monotonic() - started, e.retry_after)
+                self.endpoints.release(ep, e.kind, time.monotonic() - started, e.retry_after,
+                                       calls)
                 with self._lock:
                     self.errors[(ep.name, e.kind)] += 1
                 # a refusal is the limiter's to pace: it counts as a fraction of an attempt
@@ -281,9 +284,9 @@ class Rpc:
                                    e.attempt)
                 raise
             except BaseException:
-                self.endpoints.release(ep, "ok", time.monotonic() - started)
+                self.endpoints.release(ep, "ok", time.monotonic() - started, calls=calls)
                 raise
-            self.endpoints.release(ep, "ok", time.monotonic() - started)
+            self.endpoints.release(ep, "ok", time.monotonic() - started, calls=calls)
             if ep.index != self._active:
                 logger.warning("rpc %s to %s", "back" if ep.index == 0 else "failover", ep.name)
                 self._active = ep.index

@@ -17,8 +17,8 @@ What it adds to the node's answers:
   fits. A cap of 0 (or a rate of 0) turns that behaviour off.
 
 ``stats()`` gives what it saw since the last ``reset()``: HTTP requests, calls (by method),
-requests refused with 429, answers refused by each cap, and a per-second timeline of accepted
-calls.
+requests refused with 429, answers refused by each cap, and per-second timelines of accepted
+calls and of refused requests.
 """
 
 from __future__ import annotations
@@ -145,16 +145,19 @@ class ProviderProxy:
             self.capped_range = self.capped_results = 0
             self.methods: Counter[str] = Counter()
             self.timeline: Counter[int] = Counter()
+            self.refused_timeline: Counter[int] = Counter()
             self.max_block = -1
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
             seconds = time.monotonic() - self.started
-            last = max(self.timeline, default=-1)
+            last = max([*self.timeline, *self.refused_timeline], default=-1)
             return {"seconds": seconds, "requests": self.requests, "calls": self.calls,
                     "refused_429": self.refused_429, "capped_range": self.capped_range,
                     "capped_results": self.capped_results, "methods": dict(self.methods),
                     "timeline": [self.timeline.get(s, 0) for s in range(last + 1)],
+                    "refused_timeline": [self.refused_timeline.get(s, 0)
+                                         for s in range(last + 1)],
                     "max_block": self.max_block}
 
     def useful_share(self, warmup: float = 10.0, until: float | None = None) -> float | None:
@@ -184,6 +187,7 @@ class ProviderProxy:
             self.requests += 1
             if wait:
                 self.refused_429 += 1
+                self.refused_timeline[int(time.monotonic() - self.started)] += 1
             else:
                 self.calls += calls
                 self.timeline[int(time.monotonic() - self.started)] += calls

@@ -6,8 +6,10 @@ see the README's "Not done yet".)"""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from distributed import LocalCluster
@@ -19,6 +21,20 @@ from tests.helpers import dump, run_cli, write_config
 pytestmark = pytest.mark.replay
 
 PARTITION = "40"
+#: The provider's limit, calls a second, in the rate tests.
+LIMIT = 40.0
+#: Seconds the learnt limit is given to warm up.
+WARMUP = 5
+
+
+def provider_proxy() -> ModuleType:
+    """scripts/provider_proxy.py, a proxy that behaves like a rate-limited provider."""
+    path = Path(__file__).parents[1] / "scripts" / "provider_proxy.py"
+    spec = importlib.util.spec_from_file_location("provider_proxy", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +66,31 @@ def test_a_cluster_backfill_equals_a_local_one(gmx_v1_clean, tmp_path, cluster):
                    "--partition-blocks", PARTITION, "--no-progress") == 0
     assert dump(tmp_path / "db.duckdb") == want
     assert_merged_once(tmp_path / "db.duckdb", tmp_path / "db.duckdb.staging")
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["configured", "learnt"])
+def test_the_cluster_keeps_to_a_provider_rate_limit_together(gmx_v1_clean, tmp_path, cluster,
+                                                             configured):
+    """Two workers of two threads and the writer, behind a provider's limit of 40 calls a
+    second: its limit, configured or learnt from its refusals, holds for all of them
+    together (each alone would take the whole limit and have its share refused)."""
+    node, want = gmx_v1_clean
+    rate = {"requests_per_second": LIMIT * 0.95} if configured else {}
+    with provider_proxy().ProviderProxy(node.url, latency=0.02, jitter=0.005, range_cap=0,
+                                        result_cap=0, rate=LIMIT, burst=2) as proxy:
+        cfg = write_config(tmp_path / "c.yaml", proxy.url, VAULT, 0, max_block_range=13,
+                           **rate)
+        assert run_cli("backfill", "--config", str(cfg), "--cluster",
+                       cluster.scheduler_address, "--partition-blocks", PARTITION,
+                       "--no-progress") == 0
+        seen = proxy.stats()
+    assert dump(tmp_path / "db.duckdb") == want
+    refused = seen["refused_429"] / seen["requests"]
+    # learnt: the first requests go out at once, before the first refusal; after that warm-up
+    # the learnt rate holds as a configured one does
+    warmup = 0 if configured else WARMUP
+    late = sum(seen["refused_timeline"][warmup:])
+    late_share = late / (late + sum(seen["timeline"][warmup:]))
+    print(f"{seen['requests']} requests, {refused:.1%} refused, {late_share:.1%} after "
+          f"{warmup} s, {seen['seconds']:.1f} s")
+    assert late_share < 0.02, seen

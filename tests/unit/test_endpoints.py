@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from indexer.endpoints import Endpoint, Endpoints, load_learnt, save_learnt
+from indexer.endpoints import Endpoint, Endpoints, SharedRates, load_learnt, save_learnt
 
 pytestmark = pytest.mark.unit
 
@@ -66,14 +66,20 @@ class Run:
 
 
 def simulate(providers: list[Provider], seconds: float, workers: int = 32, ceiling: int = 32,
-             seed: int = 1) -> tuple[Run, Endpoints]:
+             seed: int = 1, processes: int = 1,
+             shared: bool = False) -> tuple[Run, Endpoints]:
     """``workers`` callers each send one request after another for ``seconds`` of virtual
-    time, through the limiter, to the providers."""
+    time, through the limiter, to the providers. With ``processes``, the callers are spread
+    over that many limiters (processes), which pace their rates together when ``shared``.
+    Returns the run and the first limiter (the shared pacer's, when shared)."""
     rng = random.Random(seed)
     clock = [0.0]
-    limiter = Endpoints([f"p{i}" for i in range(len(providers))],
-                        [f"k{i}" for i in range(len(providers))], ceiling,
-                        recover_after=5.0, clock=lambda: clock[0])
+    names, keys = [f"p{i}" for i in range(len(providers))], [f"k{i}" for i in range(len(providers))]
+    limiters = [Endpoints(names, keys, ceiling, recover_after=5.0, clock=lambda: clock[0])
+                for _ in range(processes)]
+    pacer = SharedRates(names, keys, None, clock=lambda: clock[0])
+    for limiter in limiters if shared else []:
+        limiter.pacer = pacer
     run = Run()
     events: list[tuple[float, int, str, int, Endpoint | None, float]] = []
     seq = 0
@@ -91,6 +97,7 @@ def simulate(providers: list[Provider], seconds: float, workers: int = 32, ceili
         if t > seconds:
             break
         clock[0] = t
+        limiter = limiters[worker % processes]
         if kind == "try":
             got = limiter.try_acquire()
             if isinstance(got, float):
@@ -115,7 +122,7 @@ def simulate(providers: list[Provider], seconds: float, workers: int = 32, ceili
                 run.refused += 1
                 limiter.release(ep, "http_429", t - sent)
             push(t, "try", worker)
-    return run, limiter
+    return run, pacer.endpoints if shared else limiters[0]
 
 
 def test_a_rate_limit_is_learnt_and_kept_busy_with_few_refusals():
@@ -183,6 +190,21 @@ def test_a_limit_that_halves_is_followed_down():
     assert 0.8 * 25 <= limiter.rate_of(ep, 300) <= 1.05 * 25
     late = [t for t, _ in run.answered if t >= 180]
     assert len(late) / 120 >= 0.9 * 25, len(late) / 120
+
+
+def test_processes_sharing_a_rate_keep_to_the_limit_together():
+    # three processes (a cluster's workers) on one provider's limit, paced together by one
+    # shared pacer: the limit is learnt once, for all. (Each pacing itself, about half of the
+    # requests were refused: a process's refusals follow the others' rates, not its own.)
+    limit = 50.0
+    run, limiter = simulate([Provider(latency=0.16, rate=limit)], seconds=300, workers=36,
+                            processes=3, shared=True)
+    after_warmup = [t for t, _ in run.answered if t >= 30]
+    useful = len(after_warmup) / 270 / limit
+    assert useful >= 0.90, f"{useful:.1%} of the limit turned into answers"
+    assert run.refused / run.requests < 0.01, f"{run.refused} of {run.requests} refused"
+    (ep,) = limiter.all
+    assert 0.8 * limit <= limiter.rate_of(ep, 300) <= 1.05 * limit
 
 
 def test_retry_after_pauses_the_endpoint():
