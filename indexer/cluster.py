@@ -46,7 +46,14 @@ from indexer.engine.source import ScanState, Source, build_source
 from indexer.errors import ConfigError, IndexerError
 from indexer.rpc import Log, as_logs
 from indexer.store import Store
-from indexer.store.staging import Staged, read_staged, staged_info, staged_path, write_staged
+from indexer.store.staging import (
+    Staged,
+    clear_staged,
+    read_staged,
+    staged_info,
+    staged_path,
+    write_staged,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +65,7 @@ STAGED_POLL, WAIT_NOTE = 0.01, 5.0
 #: cluster busy, few enough to bound the staging folder.
 AHEAD_PER_THREAD = 2
 #: Seconds to wait for the shared rate limiter's answer before pacing alone.
-PACER_TIMEOUT = 10.0
+PACER_TIMEOUT = 5.0
 
 
 class ClusterError(IndexerError):
@@ -66,23 +73,31 @@ class ClusterError(IndexerError):
 
 
 def partitions(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
-    """[lo, hi] cut into consecutive ranges of ``size`` blocks (the last may be shorter)."""
-    return [(a, min(a + size - 1, hi)) for a in range(lo, hi + 1, size)]
+    """[lo, hi] cut into consecutive ranges that end at multiples of ``size`` blocks (the first
+    and last may be shorter): a run resumed from a checkpoint cuts the same partitions as the
+    run before, so the files that run's tasks staged are taken as they are."""
+    cut, a = [], lo
+    while a <= hi:
+        b = min((a // size + 1) * size - 1, hi)
+        cut.append((a, b))
+        a = b + 1
+    return cut
 
 
 class ActorPacer:
-    """An ``endpoints.Pacer`` that asks the run's ``SharedRates`` actor."""
+    """An ``endpoints.Pacer`` that asks the run's ``SharedRates`` actor, named by the worker
+    holding it and its key (not handed to tasks as the actor itself: a task that depends on
+    the actor fails with its worker, where asking it can fall back)."""
 
-    def __init__(self, actor: Actor) -> None:
+    def __init__(self, address: str, key: str) -> None:
         # bound to this worker now: the fetch threads that ask it are not Dask's, and an actor
         # looks for its worker in the asking thread
         try:
             worker: Worker | None = get_worker()
         except ValueError:
             worker = None  # the writer: it asks through its client
-        _, (cls, address, key) = actor.__reduce__()
-        self.actor = Actor(cls, address, key, worker=worker)
-        self.key = actor.key
+        self.actor = Actor(SharedRates, address, key, worker=worker)
+        self.key = key
 
     def start(self, key: str, calls: int = 1) -> float:
         return float(self.actor.start(key, calls).result(timeout=PACER_TIMEOUT))
@@ -98,10 +113,12 @@ class ActorPacer:
 #: endpoints' learnt limits across the partitions it fetches).
 _WORKER_SOURCES: dict[tuple[str, str, int], tuple[Source, EvmChain]] = {}
 _WORKER_LOCK = threading.Lock()
+#: The run whose SharedRates actor each of them was given.
+_WORKER_PACED: dict[tuple[str, str, int], str] = {}
 
 
 def _worker_source(config_file: str, name: str, workers: int,
-                   rates: Actor | None) -> tuple[Source, EvmChain]:
+                   rates: tuple[str, str] | None) -> tuple[Source, EvmChain]:
     key = (config_file, name, workers)
     with _WORKER_LOCK:
         if key not in _WORKER_SOURCES:
@@ -112,9 +129,10 @@ def _worker_source(config_file: str, name: str, workers: int,
                 chain = replace(chain, requests_per_second=chain.requests_per_second / workers)
             _WORKER_SOURCES[key] = (source, EvmChain.connect(chain))
         source, evm = _WORKER_SOURCES[key]
-        pacer = evm.rpc.endpoints.pacer
-        if rates is not None and getattr(pacer, "key", None) != rates.key:
-            evm.rpc.endpoints.pacer = ActorPacer(rates)  # this run's
+        if rates is not None and _WORKER_PACED.get(key) != rates[1]:
+            # this run's, once: a pacer found gone is not asked again
+            evm.rpc.endpoints.pacer = ActorPacer(*rates)
+            _WORKER_PACED[key] = rates[1]
         return source, evm
 
 
@@ -128,7 +146,7 @@ def _log_columns(logs: list[Log]) -> dict[str, list[Any]]:
 
 
 def stage_partition(config_file: str, name: str, lo: int, hi: int, staging: str,
-                    workers: int, rates: Actor | None = None) -> Staged:
+                    workers: int, rates: tuple[str, str] | None = None) -> Staged:
     """The task a worker runs: fetch blocks [lo, hi] of source ``name`` and stage their logs
     (a file already staged, by an earlier try or run, is taken as it is)."""
     path = staged_path(Path(staging), name, lo, hi)
@@ -158,7 +176,8 @@ class _Run:
     name: str
     workers: int
     id: str
-    rates: Actor | None
+    #: The SharedRates actor's worker address and key.
+    rates: tuple[str, str] | None
 
 
 @dataclass
@@ -215,12 +234,18 @@ class Cluster:
         size = self.partition_blocks or 4 * source.chain.max_block_range
         workers, threads = self.threads
         parts = deque(partitions(lo, hi, size))
+        cleared = clear_staged(self.staging, source.name, lo)
+        if cleared:
+            logger.info("%s: %d staged files left by earlier runs removed (merged already, or "
+                        "half written)", source.name, cleared)
         run = _Run(source.name, workers, uuid.uuid4().hex[:8], None)
         rates = self._shared_rates(chain, run)
-        run = replace(run, rates=None if rates is None else rates.result(timeout=CONNECT_TIMEOUT))
+        if rates is not None:
+            _, (_, address, key) = rates.result(timeout=CONNECT_TIMEOUT).__reduce__()
+            run = replace(run, rates=(address, key))
         evm = chain if isinstance(chain, EvmChain) else None
         if evm is not None and run.rates is not None:
-            evm.rpc.endpoints.pacer = ActorPacer(run.rates)  # the writer's requests too
+            evm.rpc.endpoints.pacer = ActorPacer(*run.rates)  # the writer's requests too
         pending: deque[tuple[int, int, Future]] = deque()
         done = lo - 1
         in_order = source.adapter.reads_prior_state
@@ -229,7 +254,7 @@ class Cluster:
 
         def committed(r: BlockRange) -> None:
             assert r.staged is not None
-            os.remove(self.staging / r.staged[0])
+            (self.staging / r.staged[0]).unlink(missing_ok=True)
             if on_range:
                 on_range(state, r)
 
@@ -257,6 +282,7 @@ class Cluster:
                     evm.rpc.endpoints.pacer = None
                 if rates is not None:
                     rates.release()
+        clear_staged(self.staging, source.name, done + 1)  # what killed runs' tasks left
         return done
 
     def _shared_rates(self, chain: Chain, run: _Run) -> Future | None:

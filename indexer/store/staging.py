@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def write_staged(path: Path, columns: dict[str, list[Any]], lo: int, hi: int,
     table = pa.table(columns, schema=LOG_SCHEMA).replace_schema_metadata({
         "perp_indexer": json.dumps({"lo": lo, "hi": hi, "end": {
             k: end[k] for k in ("number", "hash", "parentHash", "timestamp")}})})
-    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     pq.write_table(table, aside, compression="zstd")
     with open(aside, "rb") as f:
         os.fsync(f.fileno())
@@ -75,3 +76,19 @@ def read_staged(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any], int, 
     logs = [{names.get(k, k): v for k, v in row.items() if v is not None}
             for row in table.to_pylist()]
     return logs, info["end"], info["lo"], info["hi"]
+
+
+def clear_staged(staging: Path, source: str, below: int) -> int:
+    """Remove a source's files that are not to be merged: partitions ending before block
+    ``below`` (merged already; a task of a killed writer may stage its partition after a later
+    run merged it) and files left half written by a killed worker. Returns how many went."""
+    gone = 0
+    for path in (staging / source).glob("*"):
+        stale = path.name.endswith(".tmp")
+        if path.suffix == ".parquet":
+            _, _, hi = path.stem.partition("-")
+            stale = hi.isdigit() and int(hi) < below
+        if stale:
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone
