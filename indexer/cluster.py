@@ -64,6 +64,9 @@ STAGED_POLL, WAIT_NOTE = 0.01, 5.0
 #: Partitions per worker thread kept submitted ahead of the one being merged: enough to keep the
 #: cluster busy, few enough to bound the staging folder.
 AHEAD_PER_THREAD = 2
+#: Request timeouts a partition may be late (waited for by the writer, its file missing)
+#: before the writer fetches it itself.
+LATE_AFTER = 4
 #: Seconds to wait for the shared rate limiter's answer before pacing alone.
 PACER_TIMEOUT = 5.0
 
@@ -154,6 +157,11 @@ def stage_partition(config_file: str, name: str, lo: int, hi: int, staging: str,
     if done is not None:
         return done
     source, chain = _worker_source(config_file, name, workers, rates)
+    return fetch_and_stage(source, chain, lo, hi, path)
+
+
+def fetch_and_stage(source: Source, chain: EvmChain, lo: int, hi: int, path: Path) -> Staged:
+    """Fetch blocks [lo, hi] of ``source`` and stage their logs at ``path``."""
     state = source.new_state()
     logs: list[Log] = []
     end: dict[str, Any] | None = None
@@ -265,7 +273,7 @@ class Cluster:
                         a, b = parts.popleft()
                         pending.append((a, b, self._submit(run, a, b)))
                     a, b, future = pending.popleft()
-                    staged = self._staged(run, a, b, future)
+                    staged = self._staged(run, a, b, future, state.source, evm)
                     if stop.is_set():
                         break
                     fetched = self._read(staged)
@@ -301,13 +309,22 @@ class Cluster:
                                   key=f"stage-{run.name}-{lo}-{hi}-{run.id}{retry}",
                                   pure=False, retries=3)
 
-    def _staged(self, run: _Run, lo: int, hi: int, future: Future) -> Staged:
+    def _staged(self, run: _Run, lo: int, hi: int, future: Future, source: Source,
+                evm: EvmChain | None) -> Staged:
         """The partition's file once a worker staged it. The file is the result (no result
         travels back through the scheduler, which can lose it with a worker): a task that fails
-        raises its error here, a task the cluster lost is submitted again."""
+        raises its error here, a task the cluster lost is submitted again, and a partition
+        still missing LATE_AFTER request timeouts after it was first waited for is fetched
+        here (a worker can be stuck: the same file, whoever writes it first)."""
         path = staged_path(self.staging, run.name, lo, hi)
-        said = time.monotonic()
+        said = since = time.monotonic()
+        late = LATE_AFTER * source.chain.request_timeout
         while True:
+            if evm is not None and time.monotonic() - since > late:
+                logger.warning("partition %d-%d of %s is %.0f s late on the cluster (its task: "
+                               "%s): fetched by the writer", lo, hi, run.name,
+                               time.monotonic() - since, future.status)
+                return fetch_and_stage(source, evm, lo, hi, path)
             if time.monotonic() - said > WAIT_NOTE:
                 logger.info("waiting for partition %d-%d of %s (its task: %s)", lo, hi, run.name,
                             future.status)

@@ -131,9 +131,11 @@ def test_a_writer_killed_at_random_moments_then_run_again_equals_a_local_run(
 
 def test_a_worker_killed_mid_run_loses_nothing(gmx_v1_clean, tmp_path):
     """A worker process killed with SIGKILL while it fetches (its nanny starts another): its
-    partitions are fetched again, and the run equals a local one."""
+    partitions are fetched again (by the cluster, or by the writer once one is late), and the
+    run equals a local one."""
     node, want = gmx_v1_clean
-    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=3)
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=3,
+                       request_timeout=3)
     staging = tmp_path / "db.duckdb.staging"
     with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                       dashboard_address=":0") as c, Client(c) as client:
