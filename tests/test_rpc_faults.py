@@ -331,7 +331,7 @@ def test_a_request_that_cannot_succeed_is_not_retried(gmx_v1_clean):
 @pytest.mark.parametrize("command", [["backfill", "--no-progress"], ["sync", "--once"]])
 def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(gmx_v1_clean, tmp_path, command):
     node, want = gmx_v1_clean
-    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=3)
+    cfg = write_config(tmp_path / "c.yaml", node.url, VAULT, 0, max_block_range=7)
     cmd = [sys.executable, "-m", "indexer", *command, "--config", str(cfg)]
     rng = random.Random(3)
     kills = 0
